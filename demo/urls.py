@@ -1,0 +1,7 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from demo import views
+
+urlpatterns = [path("orders/<int:pk>/ship/", views.ship, name="demo-ship")]

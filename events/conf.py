@@ -1,0 +1,64 @@
+"""EVENTS_* settings: defaults and typed accessors.
+
+Each property reads django.conf.settings on every use, so that override_settings in
+tests and settings changed at run time are seen; the values are validated once by the
+system checks in events/checks.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    "EVENTS_HEARTBEAT_SECONDS": 15.0,
+    "EVENTS_RETRY_MS": 3000,
+    "EVENTS_HISTORY_PER_CHANNEL": 1000,
+    "EVENTS_MAX_CHANNELS_PER_STREAM": 10,
+    "EVENTS_MAX_PAYLOAD_BYTES": 64 * 1024,
+    "EVENTS_CHANNEL_POLICY": "events.policy.default_policy",
+    "EVENTS_ALLOWED_ORIGINS": [],
+    "EVENTS_PUBLISH_TOKEN": "",
+}
+
+
+def get(name: str) -> Any:
+    return getattr(settings, name, DEFAULTS[name])
+
+
+class Settings:
+    @property
+    def heartbeat_seconds(self) -> float:
+        return float(get("EVENTS_HEARTBEAT_SECONDS"))
+
+    @property
+    def retry_ms(self) -> int:
+        return int(get("EVENTS_RETRY_MS"))
+
+    @property
+    def history_per_channel(self) -> int:
+        return int(get("EVENTS_HISTORY_PER_CHANNEL"))
+
+    @property
+    def max_channels_per_stream(self) -> int:
+        return int(get("EVENTS_MAX_CHANNELS_PER_STREAM"))
+
+    @property
+    def max_payload_bytes(self) -> int:
+        return int(get("EVENTS_MAX_PAYLOAD_BYTES"))
+
+    @property
+    def channel_policy(self) -> str:
+        return str(get("EVENTS_CHANNEL_POLICY"))
+
+    @property
+    def allowed_origins(self) -> list[str]:
+        return list(get("EVENTS_ALLOWED_ORIGINS"))
+
+    @property
+    def publish_token(self) -> str:
+        return str(get("EVENTS_PUBLISH_TOKEN") or "")
+
+
+conf = Settings()

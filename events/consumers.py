@@ -1,0 +1,303 @@
+"""The SSE stream: one AsyncHttpConsumer per open connection (SPEC 4.1-4.3).
+
+Lifecycle:
+
+    http.request -> handle(): validate, authorise (4xx JSON, no stream) or
+                    headers + `retry:`/comment at once
+                 -> hub.subscribe(): live frames start arriving in deliver(),
+                    buffered in `pending` while we catch up
+                 -> replay stored events up to the hub's position, flush pending
+                 -> live: the hub calls deliver()/heartbeat() directly
+    http.disconnect -> disconnect(): leave the hub, forget everything
+
+Intentional divergence from AsyncHttpConsumer: its http_request() ends the consumer as
+soon as handle() returns, and it dispatches one message at a time, so the usual loop
+inside handle() never sees the client's disconnect (django/channels#1302, #1747).
+Here handle() returns once the stream is set up, the consumer stays alive waiting for
+http.disconnect, and events reach it from the hub, not through dispatch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+from urllib.parse import parse_qsl
+
+from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
+from channels.generic.http import AsyncHttpConsumer
+
+from events import cors, sse, store
+from events.conf import conf
+from events.hub import get_hub
+from events.names import CHANNEL_MAX, channel_error
+from events.policy import denied_channels
+from events.positions import format_position, parse_position
+
+logger = logging.getLogger(__name__)
+
+STREAM_RESET = "stream-reset"
+# An id is at most `<channel>:<19 digits>` per channel, joined by commas.
+ID_BYTES_PER_CHANNEL = CHANNEL_MAX + 21
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def _headers(scope: dict[str, Any]) -> dict[bytes, bytes]:
+    return {name.lower(): value for name, value in scope.get("headers", [])}
+
+
+def requested_channels(scope: dict[str, Any], query: list[tuple[str, str]]) -> tuple[str, ...]:
+    """The stream's channels, validated (SPEC 4.1); BadRequest(400) otherwise."""
+    path_channel = scope.get("url_route", {}).get("kwargs", {}).get("channel")
+    if path_channel:
+        names = [path_channel]
+    else:
+        # dict.fromkeys: drop repeats, keep the order given.
+        names = list(dict.fromkeys(value for key, value in query if key == "channel"))
+    if not names:
+        raise BadRequest(400, "no channel requested: use /events/<channel>/ or /events/?channel=<name>")
+    limit = conf.max_channels_per_stream
+    if len(names) > limit:
+        raise BadRequest(400, f"{len(names)} channels requested; at most {limit} per stream")
+    for name in names:
+        error = channel_error(name)
+        if error:
+            raise BadRequest(400, error)
+    return tuple(names)
+
+
+class EventStreamConsumer(AsyncHttpConsumer):
+    # No per-connection layer channel: the process's hub listens for all streams
+    # (get_channel_layer(None) is None, so AsyncConsumer sets none up).
+    channel_layer_alias = None  # type: ignore[assignment]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.channels: tuple[str, ...] = ()
+        self.positions: dict[str, int] = {}
+        self.pending: list[tuple[str, int, bytes, bytes]] | None = None
+        self.last_write = 0.0
+        self.streaming = False
+        self.subscribed = False
+        self.closed = False
+
+    # -- request -------------------------------------------------------------------
+
+    async def http_request(self, message: dict[str, Any]) -> None:
+        if "body" in message:
+            self.body.append(message["body"])
+        if message.get("more_body"):
+            return
+        try:
+            await self.handle(b"".join(self.body))
+        except BadRequest as exc:
+            await self._reject(exc.status, exc.reason)
+        if not self.streaming:
+            await self.disconnect()
+            raise StopConsumer()
+        # A stream stays open: the consumer now waits for http.disconnect.
+
+    async def handle(self, body: bytes) -> None:
+        query = parse_qsl(self.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        query = [(key, _utf8(value)) for key, value in query]
+        self.channels = requested_channels(self.scope, query)
+        headers = _headers(self.scope)
+        resume = headers.get(b"last-event-id", b"").decode("latin-1") or next(
+            (value for key, value in query if key == "last_event_id"), ""
+        )
+        if len(resume) > ID_BYTES_PER_CHANNEL * conf.max_channels_per_stream:
+            raise BadRequest(400, "Last-Event-ID is longer than any id this server hands out")
+        denied = await denied_channels(self.scope, self.channels)
+        if denied:
+            raise BadRequest(403, f"not allowed to read channel {denied[0]!r}")
+
+        await self.send_headers(status=200, headers=self._stream_headers(headers))
+        if self.scope.get("method") == "HEAD":
+            await self.send_body(b"")
+            return
+        self.streaming = True
+        await self._write(sse.format_retry(conf.retry_ms) + sse.format_comment("ok"))
+
+        hub = get_hub()
+        self.pending = []
+        try:
+            self.subscribed = True
+            live_from = await hub.subscribe(self)
+            await self._catch_up(live_from, resume or None)
+        except Exception:
+            logger.exception("stream %s could not start; closing it so the client retries", self.channels)
+            await self.close_stream()
+
+    def _stream_headers(self, request_headers: dict[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+        origin = request_headers.get(b"origin")
+        return [
+            (b"Content-Type", b"text/event-stream"),
+            (b"Cache-Control", b"no-cache"),
+            (b"X-Accel-Buffering", b"no"),
+            *cors.response_headers(origin.decode("latin-1") if origin else None, conf.allowed_origins),
+        ]
+
+    async def _reject(self, status: int, reason: str) -> None:
+        origin = _headers(self.scope).get(b"origin")
+        headers = [
+            (b"Content-Type", b"application/json"),
+            *cors.response_headers(origin.decode("latin-1") if origin else None, conf.allowed_origins),
+        ]
+        await self.send_response(status, json.dumps({"error": reason}).encode(), headers=headers)
+
+    # -- catching up ---------------------------------------------------------------
+
+    async def _catch_up(self, live_from: dict[str, int], resume: str | None) -> None:
+        """Replay what the client missed, then switch to live delivery.
+
+        Everything after `live_from` reaches us through deliver() (buffered in
+        `pending` meanwhile); everything up to it comes from the store. Seqs at or
+        below the position already written are skipped, so the hand-over has no gap
+        and no duplicate.
+        """
+        self.positions = dict(live_from)
+        if resume is not None:
+            reset, replay = await _plan_resume(self.channels, live_from, resume)
+            # Every frame's id covers all channels, so set each replayed channel back to
+            # its resume point before writing anything.
+            for channel, after, _ in replay:
+                self.positions[channel] = after
+            if reset:
+                await self._write(self._reset_frame(reset))
+            for channel, _, events in replay:
+                for event in events:
+                    self.positions[channel] = event.seq
+                    await self._write(self._framed(sse.event_body(event.data, event.type)))
+        # Set the client's last id even if no event has come yet, so that a reconnect
+        # before the first event still resumes from here.
+        await self._write(sse.format_id(format_position(self.positions, self.channels)))
+        while self.pending:
+            batch, self.pending = self.pending, []
+            for channel, seq, frame, body in batch:
+                await self._emit(channel, seq, frame, body)
+        self.pending = None
+
+    def _reset_frame(self, reset: dict[str, str]) -> bytes:
+        data = sse.dumps({"channels": sorted(reset), "reasons": reset})
+        return self._framed(sse.event_body(data, STREAM_RESET))
+
+    def _framed(self, body: bytes) -> bytes:
+        return sse.id_line(format_position(self.positions, self.channels)) + body
+
+    # -- live (called by the hub) --------------------------------------------------
+
+    async def deliver(self, channel: str, seq: int, frame: bytes, body: bytes) -> None:
+        if self.pending is not None:
+            self.pending.append((channel, seq, frame, body))
+            return
+        await self._emit(channel, seq, frame, body)
+
+    async def _emit(self, channel: str, seq: int, frame: bytes, body: bytes) -> None:
+        if seq <= self.positions.get(channel, 0):
+            return
+        self.positions[channel] = seq
+        if len(self.channels) == 1:
+            await self._write(frame)  # the hub's encoding, shared by all such streams
+        else:
+            await self._write(self._framed(body))
+
+    async def heartbeat(self) -> None:
+        await self._write(sse.HEARTBEAT)
+
+    async def _write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.last_write = asyncio.get_running_loop().time()
+        await self.send({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def close_stream(self) -> None:
+        """End the response from the server side; the client reconnects and resumes."""
+        if self.closed:
+            return
+        await self._leave_hub()
+        self.closed = True
+        await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    # -- end -----------------------------------------------------------------------
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Also when the server cancels us (daphne does at shutdown and for
+            # instances that outlive their connection): never leave a dead stream in
+            # the hub. The membership bookkeeping happens before the first await.
+            self.closed = True
+            if self.subscribed:
+                self.subscribed = False
+                hub = get_hub()
+                try:
+                    await hub.unsubscribe(self)
+                except Exception:
+                    logger.exception("leaving the hub failed")
+
+    async def _leave_hub(self) -> None:
+        if self.subscribed:
+            self.subscribed = False
+            await get_hub().unsubscribe(self)
+
+    async def disconnect(self) -> None:
+        self.closed = True
+        self.pending = None
+        await self._leave_hub()
+
+
+def _utf8(value: str) -> str:
+    # parse_qsl decoded percent-escapes as latin-1 above; re-read them as UTF-8, with
+    # undecodable bytes turned into U+FFFD (which then fails name validation: a 400).
+    return value.encode("latin-1").decode("utf-8", "replace")
+
+
+async def _plan_resume(
+    channels: tuple[str, ...], live_from: dict[str, int], resume: str
+) -> tuple[dict[str, str], list[tuple[str, int, list[Any]]]]:
+    """Which channels must be reset (with why), and the stored events to replay."""
+    parsed = parse_position(resume)
+    if parsed is None:
+        return {channel: "malformed id" for channel in channels}, []
+    reset: dict[str, str] = {}
+    wanted: dict[str, tuple[int, int]] = {}
+    for channel in channels:
+        after = parsed.get(channel)
+        if after is None:
+            reset[channel] = "id does not cover this channel"
+        elif after > live_from[channel]:
+            reset[channel] = "unknown id"
+        elif after < live_from[channel]:
+            wanted[channel] = (after, live_from[channel])
+    if not wanted:
+        return reset, [(channel, parsed[channel], []) for channel in channels if channel not in reset]
+
+    def load() -> tuple[dict[str, int], list[Any]]:
+        return store.first_seqs(wanted), store.between(wanted)
+
+    first, events = await database_sync_to_async(load)()
+    by_channel: dict[str, list[Any]] = {channel: [] for channel in wanted}
+    for event in events:
+        by_channel[event.channel].append(event)
+    replay = []
+    for channel in channels:
+        if channel in reset:
+            continue
+        after = parsed[channel]
+        if channel in wanted:
+            oldest = first.get(channel)
+            # Events after `after` were trimmed: the id is older than the history.
+            if oldest is None or oldest > after + 1:
+                reset[channel] = "id is older than the retained history"
+                continue
+        replay.append((channel, after, by_channel.get(channel, [])))
+    return reset, replay

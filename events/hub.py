@@ -1,0 +1,255 @@
+"""The per-process fan-out hub: one channel-layer listener for all local streams.
+
+Intentional divergence from the textbook Channels consumer (every stream joins the
+group and formats its own frame): here one hub per process and event loop owns a
+single layer channel, joins the group of each SSE channel that has local streams,
+encodes each frame once and hands the same bytes to every local stream of the channel.
+
+Delivery rules, per SSE channel:
+- `seq` increases by one per event (events/store.py). The hub delivers seqs in order,
+  drops one it has already delivered, and fills a skipped range from the store, so a
+  message the layer lost (pub/sub across a Redis reconnect, a publisher whose
+  broadcast failed) still reaches the streams as soon as a later one arrives.
+- A stream added to a channel is handed everything after the hub's position at that
+  moment; the consumer replays from the store up to that position (events/consumers.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+
+from events import sse, store
+from events.conf import conf
+from events.messages import EVENT_MESSAGE, EventMessage, group_name
+
+logger = logging.getLogger(__name__)
+
+
+class Stream(Protocol):
+    """What the hub needs of a local stream (the SSE consumer)."""
+
+    channels: tuple[str, ...]
+    last_write: float
+
+    async def deliver(self, channel: str, seq: int, frame: bytes, body: bytes) -> None: ...
+
+    async def heartbeat(self) -> None: ...
+
+
+@dataclass(eq=False)
+class ChannelState:
+    subscribers: set[Stream] = field(default_factory=set)
+    last_seq: int = 0
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # Messages that arrived between joining the group and learning the position.
+    early: list[EventMessage] = field(default_factory=list)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    error: BaseException | None = None
+
+
+_last_seqs = database_sync_to_async(store.last_seqs)
+_between = database_sync_to_async(store.between)
+
+
+class Hub:
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self.channel_name: str | None = None
+        self.channels: dict[str, ChannelState] = {}
+        self.streams: set[Stream] = set()
+        # Orders group_add/group_discard so that a leave and a quick re-join of the
+        # same channel reach the layer in the order they happened.
+        self._membership = asyncio.Lock()
+        self._started: asyncio.Future[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def _ensure_started(self) -> None:
+        if self._started is None:
+            self._started = asyncio.get_running_loop().create_future()
+            try:
+                self.channel_name = await self.layer.new_channel("events.hub.")
+            except BaseException as exc:
+                self._started.set_exception(exc)
+                self._started.exception()  # mark retrieved: later callers re-raise it
+                self._started = None
+                raise
+            self._tasks = [
+                asyncio.create_task(self._receive_loop(), name="events-hub-receive"),
+                asyncio.create_task(self._heartbeat_loop(), name="events-hub-heartbeat"),
+            ]
+            self._started.set_result(None)
+        await self._started
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self._tasks = []
+        channels, self.channels = list(self.channels), {}
+        if self.channel_name is not None:
+            for channel in channels:
+                await self.layer.group_discard(group_name(channel), self.channel_name)
+        self.streams.clear()
+        self._started = None
+
+    # -- membership ----------------------------------------------------------------
+
+    async def subscribe(self, stream: Stream) -> dict[str, int]:
+        """Add a stream; returns, per channel, the last seq it will not be handed.
+
+        From the moment this is called the stream receives every later event of its
+        channels through `deliver` (which may run before this returns).
+        """
+        await self._ensure_started()
+        self.streams.add(stream)
+        joins = []
+        for channel in stream.channels:
+            state = self.channels.get(channel)
+            if state is None:
+                state = self.channels[channel] = ChannelState()
+                joins.append(asyncio.create_task(self._join(channel, state)))
+            state.subscribers.add(stream)
+        if joins:
+            # A failed join is reported through state.error below.
+            await asyncio.gather(*joins, return_exceptions=True)
+        positions = {}
+        for channel in stream.channels:
+            state = self.channels.get(channel)
+            if state is None:
+                raise RuntimeError(f"joining channel {channel!r} failed")
+            await state.ready.wait()
+            if state.error is not None:
+                raise RuntimeError(f"joining channel {channel!r} failed") from state.error
+            positions[channel] = state.last_seq
+        return positions
+
+    async def unsubscribe(self, stream: Stream) -> None:
+        self.streams.discard(stream)
+        for channel in stream.channels:
+            state = self.channels.get(channel)
+            if state is None:
+                continue
+            state.subscribers.discard(stream)
+            if not state.subscribers:
+                del self.channels[channel]
+                async with self._membership:
+                    await self.layer.group_discard(group_name(channel), self.channel_name)
+
+    async def _join(self, channel: str, state: ChannelState) -> None:
+        try:
+            async with self._membership:
+                await self.layer.group_add(group_name(channel), self.channel_name)
+            # Read the position only once the group is joined: an event committed
+            # before this read is covered by it, one committed after arrives as a message.
+            positions = await _last_seqs([channel])
+        except Exception as exc:
+            logger.exception("joining channel %r failed", channel)
+            state.error = exc
+            if self.channels.get(channel) is state:
+                del self.channels[channel]
+            state.ready.set()
+            return
+        async with state.lock:
+            state.last_seq = positions[channel]
+            state.ready.set()
+            early, state.early = state.early, []
+            for message in early:
+                await self._accept(channel, state, message)
+
+    # -- delivery ------------------------------------------------------------------
+
+    async def _receive_loop(self) -> None:
+        while True:
+            message = await self.layer.receive(self.channel_name)
+            if message.get("type") != EVENT_MESSAGE:
+                continue
+            channel = message.get("channel")
+            state = self.channels.get(channel)  # type: ignore[arg-type]
+            if state is None:
+                continue
+            if not state.ready.is_set():
+                state.early.append(message)  # type: ignore[arg-type]
+                continue
+            try:
+                async with state.lock:
+                    await self._accept(channel, state, message)  # type: ignore[arg-type]
+            except Exception:
+                logger.exception("delivering %r failed", message)
+
+    async def _accept(self, channel: str, state: ChannelState, message: EventMessage) -> None:
+        seq = message["seq"]
+        if seq <= state.last_seq:
+            return  # already delivered (from the store or an earlier message)
+        if seq > state.last_seq + 1:
+            missed = await _between({channel: (state.last_seq, seq - 1)})
+            logger.warning(
+                "channel %r: seqs %d..%d did not arrive from the layer; %d filled from the store",
+                channel,
+                state.last_seq + 1,
+                seq - 1,
+                len(missed),
+            )
+            for event in missed:
+                await self._deliver(channel, state, event.seq, event.type, event.data)
+        await self._deliver(channel, state, seq, message["event"], message["data"])
+
+    async def _deliver(self, channel: str, state: ChannelState, seq: int, event: str, data: str) -> None:
+        state.last_seq = seq
+        body = sse.event_body(data, event)
+        frame = sse.id_line(f"{channel}:{seq}") + body
+        for stream in list(state.subscribers):
+            try:
+                await stream.deliver(channel, seq, frame, body)
+            except Exception:
+                logger.exception("writing to a stream failed")
+
+    async def _heartbeat_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            # Ticking at half the interval and skipping streams written to in the last
+            # half keeps every idle gap under the full interval.
+            half = conf.heartbeat_seconds / 2
+            await asyncio.sleep(half)
+            now = loop.time()
+            for stream in list(self.streams):
+                if now - stream.last_write >= half:
+                    try:
+                        await stream.heartbeat()
+                    except Exception:
+                        logger.exception("heartbeat to a stream failed")
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def get_hub() -> Hub:
+    """The hub of the running event loop (one per daphne process)."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        layer = get_channel_layer()
+        if layer is None:
+            raise RuntimeError("events needs a channel layer: set CHANNEL_LAYERS")
+        hub = _hubs[loop] = Hub(layer)
+    return hub
+
+
+async def close_hub() -> None:
+    """Stop the running loop's hub (tests, shutdown)."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.pop(loop, None)
+    if hub is not None:
+        await hub.aclose()

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from events.publish import send_event
+
+
+class Command(BaseCommand):
+    help = "Publish an event: DATA is JSON, or else taken as a string. Prints the event's id."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("channel")
+        parser.add_argument("data", help="JSON payload; anything that is not JSON is sent as a string")
+        parser.add_argument("--event", default="message", help="event type (default: message)")
+
+    def handle(self, *args: Any, channel: str, data: str, event: str, **options: Any) -> None:
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            payload = data
+        try:
+            stored = send_event(channel, payload, event=event)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        except Exception as exc:
+            raise CommandError(f"could not store the event: {exc}") from exc
+        self.stdout.write(stored.sse_id)

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from events import embedded_redis
+
+
+class Command(BaseCommand):
+    help = "Serve the site with daphne, starting the embedded Redis first when REDIS_URL is not set."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+
+    def handle(self, *args: Any, host: str, port: int, **options: Any) -> None:
+        redis_process = None
+        if settings.REDIS_IS_EMBEDDED:
+            try:
+                redis_process = embedded_redis.start(settings.EMBEDDED_REDIS_SOCKET)
+            except RuntimeError as exc:
+                raise CommandError(str(exc)) from exc
+            self.stdout.write(f"Redis: embedded, on {settings.REDIS_URL} (set REDIS_URL to use another)")
+        else:
+            self.stdout.write(f"Redis: {settings.REDIS_URL}")
+        base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        self.stdout.write(
+            f"Feed page:  {base}/feed/?channel=public\n"
+            f"Admin:      {base}/admin/   (create a user: python manage.py createsuperuser)\n"
+            f"Publish:    python manage.py send_event public '{{\"hello\": \"world\"}}'\n"
+        )
+        daphne = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "site_config.asgi:application"]
+        )
+
+        def stop(signum: int, frame: Any) -> None:
+            daphne.send_signal(signal.SIGTERM)
+
+        # Ctrl-C reaches the whole process group; SIGTERM only us: pass it on either way.
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        try:
+            daphne.wait()
+        finally:
+            if redis_process is not None:
+                redis_process.terminate()
+                redis_process.wait()

@@ -1,0 +1,22 @@
+"""What travels on the channel layer between publishers and the per-process hubs."""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+GROUP_PREFIX = "events."
+EVENT_MESSAGE = "events.event"
+
+
+class EventMessage(TypedDict):
+    type: str  # EVENT_MESSAGE
+    channel: str
+    seq: int
+    event: str
+    data: str  # compact JSON, exactly as sent on the wire
+
+
+def group_name(channel: str) -> str:
+    # Channel names are at most 80 characters, so this stays under the layer's limit
+    # of 100 for group names.
+    return GROUP_PREFIX + channel

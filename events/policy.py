@@ -1,0 +1,65 @@
+"""Who may read which channel (SPEC 4.5).
+
+EVENTS_CHANNEL_POLICY names a callable `(user, channel) -> bool`. The default:
+`user-<pk>` only for that logged-in user, `private-*` only for active staff, every other
+channel for anyone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from channels.auth import get_user
+from channels.db import database_sync_to_async
+from django.utils.functional import SimpleLazyObject
+from django.utils.module_loading import import_string
+
+from events.conf import DEFAULTS, conf
+
+Policy = Callable[[Any, str], bool]
+
+
+def default_policy(user: Any, channel: str) -> bool:
+    if channel.startswith("user-"):
+        return bool(user.is_authenticated) and channel == f"user-{user.pk}"
+    if channel.startswith("private-"):
+        return bool(user.is_authenticated and user.is_active and user.is_staff)
+    return True
+
+
+def _needs_user_by_default(channel: str) -> bool:
+    return channel.startswith(("user-", "private-"))
+
+
+def load_policy() -> Policy:
+    policy: Policy = import_string(conf.channel_policy)
+    return policy
+
+
+async def denied_channels(scope: dict[str, Any], channels: Iterable[str]) -> list[str]:
+    """The channels of `channels` that the request's user may not read."""
+    names = list(channels)
+    if conf.channel_policy == DEFAULTS["EVENTS_CHANNEL_POLICY"]:
+        # Only user-* and private-* need the user: public streams skip the session
+        # lookup, which matters when thousands of browsers connect at once.
+        if not any(_needs_user_by_default(name) for name in names):
+            return []
+        user = await get_user(scope)
+        return [name for name in names if not default_policy(user, name)]
+
+    policy = load_policy()
+
+    def check() -> list[str]:
+        # The user is loaded on first use, inside this worker thread.
+        user = SimpleLazyObject(lambda: _sync_get_user(scope))
+        return [name for name in names if not policy(user, name)]
+
+    return await database_sync_to_async(check)()
+
+
+def _sync_get_user(scope: dict[str, Any]) -> Any:
+    from asgiref.sync import async_to_sync
+
+    return async_to_sync(get_user)(scope)
+

@@ -1,0 +1,103 @@
+"""Publishing: validate, store, then broadcast through the channel layer on commit.
+
+The app is imported before models are ready, so the store is imported inside functions.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+from events import sse
+from events.conf import conf
+from events.messages import EVENT_MESSAGE, EventMessage, group_name
+from events.names import validate_channel, validate_event_type
+
+if TYPE_CHECKING:
+    from events.models import Event
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_EVENT_TYPE = "message"
+
+
+def encode_payload(data: Any) -> str:
+    """The payload as compact JSON, or ValueError naming what is wrong with it."""
+    try:
+        encoded = sse.dumps(data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"event data is not JSON-serialisable: {exc}") from exc
+    size = len(encoded.encode())
+    limit = conf.max_payload_bytes
+    if size > limit:
+        raise ValueError(f"event data is {size} bytes as JSON, over the limit of {limit} bytes")
+    return encoded
+
+
+def message_for(event: Event) -> EventMessage:
+    return {
+        "type": EVENT_MESSAGE,
+        "channel": event.channel,
+        "seq": event.seq,
+        "event": event.type,
+        "data": event.data,
+    }
+
+
+def send_event(channel: str, data: Any, event: str = DEFAULT_EVENT_TYPE) -> Event:
+    """Store an event and broadcast it to every subscriber of `channel`.
+
+    Inside `transaction.atomic()` the broadcast waits for the commit and never happens
+    on rollback. Raises ValueError for a bad channel, type or payload (nothing stored).
+    """
+    validate_channel(channel)
+    validate_event_type(event)
+    encoded = encode_payload(data)
+
+    from events import store
+
+    stored = store.append(channel, event, encoded)
+    transaction.on_commit(lambda: _after_commit(stored))
+    return stored
+
+
+async def asend_event(channel: str, data: Any, event: str = DEFAULT_EVENT_TYPE) -> Event:
+    """The async twin of send_event."""
+    return await sync_to_async(send_event)(channel, data, event)
+
+
+def _after_commit(event: Event) -> None:
+    broadcast(event)
+    _maybe_trim(event)
+
+
+def broadcast(event: Event) -> bool:
+    """Send a stored event to the channel layer. Failures are logged, never raised:
+    the event is stored, and clients get it on their next resume."""
+    layer = get_channel_layer()
+    if layer is None:
+        logger.error("no channel layer configured; event %s stored but not broadcast", event.sse_id)
+        return False
+    try:
+        async_to_sync(layer.group_send)(group_name(event.channel), message_for(event))
+    except Exception:
+        logger.exception("broadcast of event %s failed; it is stored and will be replayed", event.sse_id)
+        return False
+    return True
+
+
+def _maybe_trim(event: Event) -> None:
+    keep = conf.history_per_channel
+    # Trim in batches (every tenth of the history) rather than on every publish.
+    if event.seq <= keep or event.seq % max(1, keep // 10):
+        return
+    from events import store
+
+    try:
+        store.trim(event.channel, keep)
+    except Exception:
+        logger.exception("trimming channel %r failed", event.channel)

@@ -1,0 +1,65 @@
+"""Broadcast an event whenever instances of a model are saved or deleted."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from django.core import serializers
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
+from django.db.models.signals import post_delete, post_save
+
+from events.names import validate_channel, validate_event_type
+from events.publish import send_event
+
+Serializer = Callable[[models.Model], Any]
+
+
+def model_payload(instance: models.Model) -> dict[str, Any]:
+    """Default payload: the model label, the pk and the concrete fields as JSON values."""
+    (row,) = serializers.serialize("python", [instance])
+    fields = json.loads(json.dumps(row["fields"], cls=DjangoJSONEncoder))
+    return {"model": instance._meta.label_lower, "pk": json.loads(json.dumps(instance.pk, cls=DjangoJSONEncoder)), "fields": fields}
+
+
+def broadcast_on_save(
+    model: type[models.Model],
+    *,
+    channel: str | Callable[[models.Model], str],
+    event: str | None = None,
+    serialize: Serializer | None = None,
+) -> None:
+    """Send an event after every save and delete of `model`.
+
+    `channel` is a name or a callable of the instance. The event type is `event` if
+    given, else `<model>.created`, `<model>.updated` or `<model>.deleted`. The payload
+    is `serialize(instance)` (default: model_payload) with an `action` key added when
+    it is a dict. Inside a transaction the event goes out on commit.
+    """
+    if isinstance(channel, str):
+        validate_channel(channel)
+    if event is not None:
+        validate_event_type(event)
+    to_payload = serialize or model_payload
+    model_name = model._meta.model_name
+
+    def emit(instance: models.Model, action: str) -> None:
+        name = channel(instance) if callable(channel) else channel
+        payload = to_payload(instance)
+        if isinstance(payload, dict):
+            payload = {**payload, "action": action}
+        send_event(name, payload, event=event or f"{model_name}.{action}")
+
+    def on_save(sender: Any, instance: models.Model, created: bool, raw: bool = False, **kwargs: Any) -> None:
+        if raw:  # loaddata: fixtures are not live events
+            return
+        emit(instance, "created" if created else "updated")
+
+    def on_delete(sender: Any, instance: models.Model, **kwargs: Any) -> None:
+        emit(instance, "deleted")
+
+    uid = f"events.broadcast_on_save:{model._meta.label_lower}:{channel!r}:{event}"
+    post_save.connect(on_save, sender=model, weak=False, dispatch_uid=uid + ":save")
+    post_delete.connect(on_delete, sender=model, weak=False, dispatch_uid=uid + ":delete")

@@ -1,0 +1,147 @@
+"""Django views: the HTTP publish endpoint (SPEC 4.4), the feed page and /healthz."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.shortcuts import render
+from django.views.decorators.csrf import csrf_exempt
+
+from events import cors
+from events.conf import conf
+from events.names import channel_error, event_type_error
+from events.publish import send_event
+
+logger = logging.getLogger(__name__)
+
+PUBLISH_METHODS = "POST, OPTIONS"
+HEALTH_TIMEOUT_SECONDS = 2.0
+# The feed page listens for this many event types at most (EventSource needs a listener per name).
+FEED_MAX_TYPES = 200
+
+
+def error(status: int, reason: str, **headers: str) -> JsonResponse:
+    response = JsonResponse({"error": reason}, status=status)
+    for name, value in headers.items():
+        response[name.replace("_", "-")] = value
+    return response
+
+
+def _with_cors(request: HttpRequest, response: HttpResponse, preflight: bool = False) -> HttpResponse:
+    origin = request.headers.get("Origin")
+    if preflight:
+        headers = cors.preflight_headers(origin, conf.allowed_origins, PUBLISH_METHODS)
+    else:
+        headers = cors.response_headers(origin, conf.allowed_origins)
+    for name, value in headers:
+        response[name.decode()] = value.decode("latin-1")
+    return response
+
+
+def _bearer_token(request: HttpRequest) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def _authorise(request: HttpRequest) -> JsonResponse | None:
+    """None when the request may publish, else the 401/403 answer (SPEC 4.4)."""
+    token = _bearer_token(request)
+    if token is not None:
+        expected = conf.publish_token
+        # compare_digest: the time taken does not tell how much of the token matched.
+        if expected and hmac.compare_digest(token.encode(), expected.encode()):
+            return None
+        return error(403, "invalid publish token")
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return error(401, "authentication required: a staff session or 'Authorization: Bearer <token>'",
+                     WWW_Authenticate='Bearer realm="events"')
+    if not (user.is_active and user.is_staff):
+        return error(403, "only staff users may publish")
+    # A session is ambient authority: demand the CSRF token, as Django does for forms.
+    reason = CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})
+    if reason is not None:
+        return error(403, "CSRF verification failed: send the X-CSRFToken header")
+    return None
+
+
+@csrf_exempt  # checked in _authorise, and only for session-authenticated requests
+def publish(request: HttpRequest, channel: str) -> HttpResponse:
+    if request.method == "OPTIONS":
+        return _with_cors(request, HttpResponse(status=204), preflight=True)
+    if request.method != "POST":
+        return _with_cors(request, error(405, f"{request.method} is not allowed here", Allow="GET, POST, OPTIONS"))
+    problem = channel_error(channel)
+    if problem:
+        return _with_cors(request, error(400, problem))
+    denied = _authorise(request)
+    if denied is not None:
+        return _with_cors(request, denied)
+    try:
+        body = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError):
+        return _with_cors(request, error(400, "the body is not valid JSON"))
+    if not isinstance(body, dict) or "data" not in body:
+        return _with_cors(request, error(400, 'the body must be a JSON object: {"event": "type", "data": ...}'))
+    extra = set(body) - {"event", "data"}
+    if extra:
+        return _with_cors(request, error(400, f"unknown field(s): {', '.join(sorted(extra))}"))
+    try:
+        event = send_event(channel, body["data"], event=body.get("event", "message"))
+    except ValueError as exc:
+        return _with_cors(request, error(400, str(exc)))
+    return _with_cors(request, JsonResponse({"id": event.sse_id}, status=201))
+
+
+def feed(request: HttpRequest) -> HttpResponse:
+    channels = list(dict.fromkeys(request.GET.getlist("channel"))) or ["public"]
+    for name in channels:
+        problem = channel_error(name)
+        if problem:
+            return error(400, problem)
+    if len(channels) > conf.max_channels_per_stream:
+        return error(400, f"at most {conf.max_channels_per_stream} channels per stream")
+    from events.models import Event
+
+    known = Event.objects.filter(channel__in=channels).values_list("type", flat=True).distinct()
+    extra = [name for name in request.GET.getlist("type") if not event_type_error(name)]
+    types = sorted({*known[:FEED_MAX_TYPES], *extra[:FEED_MAX_TYPES]})
+    return render(request, "events/feed.html", {"channels": channels, "types": types})
+
+
+async def healthz(request: HttpRequest) -> HttpResponse:
+    """200 when the database and the channel layer answer, else 503 naming what failed."""
+    checks: dict[str, str] = {}
+
+    def database() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+
+    async def layer() -> None:
+        channel_layer = get_channel_layer()
+        if channel_layer is None:
+            raise RuntimeError("no channel layer configured")
+        # A send to a channel nobody listens on: a round trip to Redis, nothing more.
+        await channel_layer.send("events.healthz", {"type": "events.healthz"})
+
+    for name, probe in (("database", sync_to_async(database)), ("channel_layer", layer)):
+        try:
+            await asyncio.wait_for(probe(), HEALTH_TIMEOUT_SECONDS)
+            checks[name] = "ok"
+        except Exception as exc:
+            logger.warning("health check %s failed: %r", name, exc)
+            checks[name] = f"failed: {type(exc).__name__}"
+    ok = all(value == "ok" for value in checks.values())
+    return JsonResponse({"status": "ok" if ok else "unavailable", **checks}, status=200 if ok else 503)
+

@@ -1,0 +1,39 @@
+"""ASGI routing: SSE streams go to the consumer, everything else to Django.
+
+GET (and HEAD) on /events/<channel>/ and /events/ are streams; POST and OPTIONS on the
+same paths reach the publish endpoint, a plain Django view, so that sessions, CSRF and
+the admin's auth work as everywhere else in Django.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.auth import AuthMiddlewareStack
+from channels.routing import ProtocolTypeRouter
+
+from events.consumers import EventStreamConsumer
+
+STREAM_METHODS = frozenset({"GET", "HEAD"})
+STREAM_PREFIX = "/events/"
+
+
+def build_application(django_app: Any) -> Any:
+    streams = AuthMiddlewareStack(EventStreamConsumer.as_asgi())
+
+    async def http(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path: str = scope.get("path", "")
+        if (
+            scope.get("method") in STREAM_METHODS
+            and path.startswith(STREAM_PREFIX)
+            and path.endswith("/")
+        ):
+            # Whatever sits between the prefix and the last slash is the channel; the
+            # consumer validates it (a bad name is a 400, never a routing 500).
+            channel = path[len(STREAM_PREFIX) : -1]
+            scope = {**scope, "url_route": {"args": (), "kwargs": {"channel": channel}}}
+            await streams(scope, receive, send)
+        else:
+            await django_app(scope, receive, send)
+
+    return ProtocolTypeRouter({"http": http})
