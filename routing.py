@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from channels.auth import AuthMiddlewareStack
+from channels.sessions import SessionMiddlewareStack
 from channels.routing import ProtocolTypeRouter
 
 from events.consumers import EventStreamConsumer
@@ -19,7 +19,9 @@ STREAM_PREFIX = "/events/"
 
 
 def build_application(django_app: Any) -> Any:
-    streams = AuthMiddlewareStack(EventStreamConsumer.as_asgi())
+    # Sessions only: the user is loaded by the read policy when a channel needs it
+    # (events/policy.py), not on every connect.
+    streams = SessionMiddlewareStack(EventStreamConsumer.as_asgi())
 
     async def http(scope: dict[str, Any], receive: Any, send: Any) -> None:
         path: str = scope.get("path", "")

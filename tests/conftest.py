@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from channels.layers import channel_layers
+from django.db import connection
+
+from events.hub import close_hub
+from tests.servers import ROOT, Daphne, RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    """Point the channel layer of this process (and of every child) at the test Redis."""
+    from django.conf import settings
+
+    url = os.environ.get("TEST_REDIS_URL") or redis_server.url
+    old = settings.CHANNEL_LAYERS
+    settings.CHANNEL_LAYERS = {
+        "default": {**old["default"], "CONFIG": {**old["default"]["CONFIG"], "hosts": [url]}}
+    }
+    channel_layers.backends.clear()
+    yield url
+    settings.CHANNEL_LAYERS = old
+    channel_layers.backends.clear()
+
+
+@pytest.fixture
+async def hub_cleanup() -> AsyncIterator[None]:
+    """Stop the test loop's hub at the end, so no task outlives the loop."""
+    yield
+    await close_hub()
+
+
+def database_url() -> str:
+    """The URL of the database the tests run against (the test database)."""
+    settings = connection.settings_dict
+    if settings["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{settings['NAME']}"
+    return dj_database_url_for(settings)
+
+
+def dj_database_url_for(settings: dict[str, Any]) -> str:
+    user = settings.get("USER") or ""
+    password = f":{settings['PASSWORD']}" if settings.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    host = settings.get("HOST") or "127.0.0.1"
+    port = f":{settings['PORT']}" if settings.get("PORT") else ""
+    return f"postgres://{auth}{host}{port}/{settings['NAME']}"
+
+
+@pytest.fixture
+def server_env(redis_url: str, transactional_db: None) -> dict[str, str]:
+    """Environment for child processes: the test Redis and the test database."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "REDIS_URL": redis_url,
+            "DATABASE_URL": database_url(),
+            "DJANGO_SETTINGS_MODULE": "site_config.settings",
+            "PYTHONPATH": str(ROOT),
+            "EVENTS_LOG_LEVEL": "INFO",
+        }
+    )
+    return env
+
+
+@pytest.fixture
+def daphne(server_env: dict[str, str]) -> Iterator[Daphne]:
+    server = Daphne(server_env).start()
+    yield server
+    server.stop()
+
