@@ -106,8 +106,10 @@ class EventStreamConsumer(AsyncHttpConsumer):
         # A stream stays open: the consumer now waits for http.disconnect.
 
     async def handle(self, body: bytes) -> None:
-        query = parse_qsl(self.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-        query = [(key, _utf8(value)) for key, value in query]
+        # Undecodable bytes become U+FFFD, which no valid name contains: a 400 below.
+        query = parse_qsl(
+            self.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True, errors="replace"
+        )
         self.channels = requested_channels(self.scope, query)
         headers = _headers(self.scope)
         resume = headers.get(b"last-event-id", b"").decode("latin-1") or next(
@@ -253,12 +255,6 @@ class EventStreamConsumer(AsyncHttpConsumer):
         self.closed = True
         self.pending = None
         await self._leave_hub()
-
-
-def _utf8(value: str) -> str:
-    # parse_qsl decoded percent-escapes as latin-1 above; re-read them as UTF-8, with
-    # undecodable bytes turned into U+FFFD (which then fails name validation: a 400).
-    return value.encode("latin-1").decode("utf-8", "replace")
 
 
 async def _plan_resume(

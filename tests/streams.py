@@ -1,0 +1,96 @@
+"""Helpers for driving the SSE consumer through channels.testing communicators."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from channels.testing import ApplicationCommunicator
+
+
+def http_scope(path: str, query: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None,
+               method: str = "GET") -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "headers": [(b"host", b"testserver"), *(headers or [])],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+
+
+def parse_frames(data: bytes) -> list[dict[str, str]]:
+    """Blocks of `field: value` lines, comments kept as {"comment": ...}."""
+    frames = []
+    for block in data.decode().split("\n\n"):
+        if not block:
+            continue
+        frame: dict[str, str] = {}
+        for line in block.split("\n"):
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            key = name or "comment"
+            frame[key] = frame[key] + "\n" + value if key in frame and key == "data" else value
+        frames.append(frame)
+    return frames
+
+
+class Stream:
+    """One stream through the whole ASGI application."""
+
+    def __init__(self, application: Any, path: str, query: bytes = b"",
+                 headers: list[tuple[bytes, bytes]] | None = None, method: str = "GET") -> None:
+        self.communicator = ApplicationCommunicator(application, http_scope(path, query, headers, method))
+        self.status: int | None = None
+        self.headers: dict[bytes, bytes] = {}
+        self.buffer = b""
+        self.ended = False
+
+    async def open(self, timeout: float = 5) -> Stream:
+        await self.communicator.send_input({"type": "http.request", "body": b""})
+        start = await self.communicator.receive_output(timeout)
+        assert start["type"] == "http.response.start"
+        self.status = start["status"]
+        self.headers = {name.lower(): value for name, value in start["headers"]}
+        return self
+
+    async def read_chunk(self, timeout: float = 5) -> bytes:
+        message = await self.communicator.receive_output(timeout)
+        assert message["type"] == "http.response.body"
+        if not message.get("more_body"):
+            self.ended = True
+        self.buffer += message["body"]
+        return message["body"]
+
+    async def body(self, timeout: float = 5) -> bytes:
+        """The whole body of a response that ends (a rejection)."""
+        while not self.ended:
+            await self.read_chunk(timeout)
+        return self.buffer
+
+    async def frames_until(self, predicate: Any, timeout: float = 5) -> list[dict[str, str]]:
+        """Read until the frames read so far satisfy `predicate`; returns them all."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            frames = parse_frames(self.buffer[: self.buffer.rfind(b"\n\n") + 2])
+            if predicate(frames):
+                return frames
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self.ended:
+                raise AssertionError(f"condition not met; frames so far: {frames}")
+            await self.read_chunk(remaining)
+
+    async def events(self, count: int, timeout: float = 5) -> list[dict[str, str]]:
+        frames = await self.frames_until(lambda fs: len([f for f in fs if "data" in f]) >= count, timeout)
+        return [f for f in frames if "data" in f]
+
+    async def close(self) -> None:
+        await self.communicator.send_input({"type": "http.disconnect"})
+        await self.communicator.wait(5)
