@@ -71,6 +71,7 @@ def server_env(redis_url: str, transactional_db: None) -> dict[str, str]:
             "DJANGO_SETTINGS_MODULE": "site_config.settings",
             "PYTHONPATH": str(ROOT),
             "EVENTS_LOG_LEVEL": "INFO",
+            "EVENTS_PUBLISH_TOKEN": "e2e-publish-token",
         }
     )
     return env
