@@ -1,0 +1,145 @@
+"""Resume (SPEC 4.3): replay after Last-Event-ID, then live, with no gap and no duplicate."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+
+from events import asend_event
+from site_config.asgi import application
+from tests.streams import Stream
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hub_cleanup")]
+
+
+def channel() -> str:
+    return f"resume-{uuid.uuid4().hex[:12]}"
+
+
+async def open_stream(path: str, query: bytes = b"", last_id: str | None = None) -> Stream:
+    headers = [(b"last-event-id", last_id.encode())] if last_id is not None else []
+    return await Stream(application, path, query, headers).open()
+
+
+def payloads(events: list[dict[str, str]]) -> list[object]:
+    return [json.loads(e["data"]) for e in events]
+
+
+async def publish(name: str, values) -> None:
+    for value in values:
+        await asend_event(name, value)
+
+
+@pytest.mark.parametrize("how", ["header", "query"])
+async def test_replays_after_the_id_then_goes_live(how: str) -> None:
+    name = channel()
+    await publish(name, range(1, 6))
+    if how == "header":
+        stream = await open_stream(f"/events/{name}/", last_id=f"{name}:2")
+    else:
+        stream = await open_stream(f"/events/{name}/", f"last_event_id={name}:2".encode())
+    replayed = await stream.events(3)
+    assert payloads(replayed) == [3, 4, 5]
+    assert [e["id"] for e in replayed] == [f"{name}:{n}" for n in (3, 4, 5)]
+    await publish(name, [6])
+    assert payloads(await stream.events(4)) == [3, 4, 5, 6]
+    await stream.close()
+
+
+async def test_header_wins_over_query() -> None:
+    name = channel()
+    await publish(name, range(1, 4))
+    stream = await Stream(
+        application, f"/events/{name}/", f"last_event_id={name}:0".encode(), [(b"last-event-id", f"{name}:2".encode())]
+    ).open()
+    assert payloads(await stream.events(1)) == [3]
+    await stream.close()
+
+
+async def test_resume_at_the_head_replays_nothing() -> None:
+    name = channel()
+    await publish(name, [1, 2])
+    stream = await open_stream(f"/events/{name}/", last_id=f"{name}:2")
+    frames = await stream.frames_until(lambda fs: any(f.get("id") == f"{name}:2" and "data" not in f for f in fs))
+    assert not [f for f in frames if "data" in f]
+    await stream.close()
+
+
+async def test_no_gap_no_duplicate_while_publishing_during_reconnect() -> None:
+    """Events published concurrently with the catch-up arrive exactly once, in order."""
+    name = channel()
+    await publish(name, range(1, 51))
+    publisher = asyncio.create_task(publish(name, range(51, 151)))
+    stream = await open_stream(f"/events/{name}/", last_id=f"{name}:10")
+    await publisher
+    events = await stream.events(140, timeout=20)
+    assert payloads(events) == list(range(11, 151))
+    await asyncio.sleep(0.2)
+    assert len([f for f in (await stream.frames_until(lambda fs: True)) if "data" in f]) == 140
+    await stream.close()
+
+
+async def test_multi_channel_resume_covers_every_channel() -> None:
+    a, b = channel(), channel()
+    await publish(a, [1, 2, 3])
+    await publish(b, [10, 20])
+    stream = await open_stream("/events/", f"channel={a}&channel={b}".encode(), last_id=f"{a}:1,{b}:0")
+    events = await stream.events(4)
+    assert sorted(payloads(events)) == [2, 3, 10, 20]
+    assert events[-1]["id"] in {f"{a}:3,{b}:2"}
+    await stream.close()
+
+
+@pytest.mark.parametrize(
+    ("last_id", "reason"),
+    [
+        ("garbage", "malformed id"),
+        ("{name}:999", "unknown id"),
+        ("other-channel:1", "id does not cover this channel"),
+        ("{name}:x", "malformed id"),
+    ],
+    ids=["malformed", "future", "other-channel", "non-numeric"],
+)
+async def test_unusable_ids_give_stream_reset_then_live(last_id: str, reason: str) -> None:
+    name = channel()
+    await publish(name, [1, 2])
+    stream = await open_stream(f"/events/{name}/", last_id=last_id.format(name=name))
+    [reset] = await stream.events(1)
+    assert reset["event"] == "stream-reset"
+    assert json.loads(reset["data"]) == {"channels": [name], "reasons": {name: reason}}
+    assert reset["id"] == f"{name}:2"
+    await publish(name, [3])
+    events = await stream.events(2)
+    assert payloads(events[1:]) == [3]
+    await stream.close()
+
+
+async def test_id_older_than_the_retained_history_gives_stream_reset(settings) -> None:
+    settings.EVENTS_HISTORY_PER_CHANNEL = 10
+    name = channel()
+    await publish(name, range(1, 31))  # trimmed in batches: seqs <= 20 are gone
+    stream = await open_stream(f"/events/{name}/", last_id=f"{name}:3")
+    [reset] = await stream.events(1)
+    assert reset["event"] == "stream-reset"
+    assert json.loads(reset["data"])["reasons"] == {name: "id is older than the retained history"}
+    await stream.close()
+    # Within the history: a normal replay.
+    stream = await open_stream(f"/events/{name}/", last_id=f"{name}:25")
+    assert payloads(await stream.events(5)) == [26, 27, 28, 29, 30]
+    await stream.close()
+
+
+async def test_reset_of_one_channel_still_replays_the_other() -> None:
+    a, b = channel(), channel()
+    await publish(a, [1, 2])
+    await publish(b, [1, 2])
+    stream = await open_stream("/events/", f"channel={a}&channel={b}".encode(), last_id=f"{a}:1")
+    events = await stream.events(2)
+    assert events[0]["event"] == "stream-reset"
+    assert json.loads(events[0]["data"])["channels"] == [b]
+    assert payloads(events[1:]) == [2]
+    assert events[1]["id"] == f"{a}:2,{b}:2"
+    await stream.close()
