@@ -12,6 +12,7 @@ from typing import Any
 from channels.sessions import SessionMiddlewareStack
 from channels.routing import ProtocolTypeRouter
 
+from events.backpressure import SERVER_SEND_KEY
 from events.consumers import EventStreamConsumer
 
 STREAM_METHODS = frozenset({"GET", "HEAD"})
@@ -33,7 +34,12 @@ def build_application(django_app: Any) -> Any:
             # Whatever sits between the prefix and the last slash is the channel; the
             # consumer validates it (a bad name is a 400, never a routing 500).
             channel = path[len(STREAM_PREFIX) : -1]
-            scope = {**scope, "url_route": {"args": (), "kwargs": {"channel": channel}}}
+            scope = {
+                **scope,
+                "url_route": {"args": (), "kwargs": {"channel": channel}},
+                # The server's own send, to measure what queues for a slow client.
+                SERVER_SEND_KEY: send,
+            }
             await streams(scope, receive, send)
         else:
             await django_app(scope, receive, send)

@@ -28,6 +28,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     errors += _positive_number("EVENTS_HISTORY_PER_CHANNEL", "events.E003", integer=True)
     errors += _positive_number("EVENTS_MAX_CHANNELS_PER_STREAM", "events.E004", integer=True)
     errors += _positive_number("EVENTS_MAX_PAYLOAD_BYTES", "events.E005", integer=True)
+    errors += _positive_number("EVENTS_MAX_QUEUED_BYTES", "events.E011", integer=True)
 
     policy = get("EVENTS_CHANNEL_POLICY")
     try:

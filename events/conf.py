@@ -20,6 +20,9 @@ DEFAULTS: dict[str, Any] = {
     "EVENTS_CHANNEL_POLICY": "events.policy.default_policy",
     "EVENTS_ALLOWED_ORIGINS": [],
     "EVENTS_PUBLISH_TOKEN": "",
+    # Bytes a stream may have waiting for a client that does not read; past this the
+    # connection is ended and the client resumes from its last id.
+    "EVENTS_MAX_QUEUED_BYTES": 256 * 1024,
 }
 
 
@@ -55,6 +58,10 @@ class Settings:
     @property
     def allowed_origins(self) -> list[str]:
         return list(get("EVENTS_ALLOWED_ORIGINS"))
+
+    @property
+    def max_queued_bytes(self) -> int:
+        return int(get("EVENTS_MAX_QUEUED_BYTES"))
 
     @property
     def publish_token(self) -> str:

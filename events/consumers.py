@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -30,6 +31,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 
 from events import cors, sse, store
+from events.backpressure import SERVER_SEND_KEY, queued_bytes, transport_of
 from events.conf import conf
 from events.hub import get_hub
 from events.names import CHANNEL_MAX, channel_error
@@ -39,6 +41,15 @@ from events.positions import format_position, parse_position
 logger = logging.getLogger(__name__)
 
 STREAM_RESET = "stream-reset"
+# Live frames held for one stream while it replays from the store; a stream that falls
+# this far behind is ended and resumes instead.
+MAX_PENDING_FRAMES = 10_000
+# At shutdown, clients are told to come back after retry + up to this much, spread at
+# random, so that they do not all reconnect in the same instant.
+SHUTDOWN_RETRY_SPREAD_MS = 10_000
+# daphne drops every connection right after the applications have ended, discarding
+# unsent bytes; a stream waits this long at most for its last frame to leave.
+SHUTDOWN_DRAIN_SECONDS = 2.0
 # An id is at most `<channel>:<19 digits>` per channel, joined by commas.
 ID_BYTES_PER_CHANNEL = CHANNEL_MAX + 21
 
@@ -88,6 +99,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         self.streaming = False
         self.subscribed = False
         self.closed = False
+        self.transport: Any = None
 
     # -- request -------------------------------------------------------------------
 
@@ -126,6 +138,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
             await self.send_body(b"")
             return
         self.streaming = True
+        self.transport = transport_of(self.scope.get(SERVER_SEND_KEY))
         await self._write(sse.format_retry(conf.retry_ms) + sse.format_comment("ok"))
 
         hub = get_hub()
@@ -199,6 +212,9 @@ class EventStreamConsumer(AsyncHttpConsumer):
     async def deliver(self, channel: str, seq: int, frame: bytes, body: bytes) -> None:
         if self.pending is not None:
             self.pending.append((channel, seq, frame, body))
+            if len(self.pending) > MAX_PENDING_FRAMES:
+                logger.warning("stream %s fell behind while catching up; ending it", self.channels)
+                await self.close_stream(abort=True)
             return
         await self._emit(channel, seq, frame, body)
 
@@ -219,20 +235,58 @@ class EventStreamConsumer(AsyncHttpConsumer):
             return
         self.last_write = asyncio.get_running_loop().time()
         await self.send({"type": "http.response.body", "body": data, "more_body": True})
+        if self.transport is not None:
+            queued = queued_bytes(self.transport)
+            if queued is not None and queued > conf.max_queued_bytes:
+                logger.warning(
+                    "stream %s has %d bytes queued for a client that does not read; ending it",
+                    self.channels,
+                    queued,
+                )
+                await self.close_stream(abort=True)
 
-    async def close_stream(self) -> None:
-        """End the response from the server side; the client reconnects and resumes."""
+    async def close_stream(self, abort: bool = False, final: bytes = b"") -> None:
+        """End the response from the server side; the client reconnects and resumes.
+
+        With `abort`, the connection is dropped at once together with what is queued
+        for it (a client that does not read would never take the rest anyway).
+        """
         if self.closed:
             return
-        await self._leave_hub()
         self.closed = True
-        await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+        self.pending = None
+        await self._leave_hub()
+        if abort and self.transport is not None:
+            self.transport.abortConnection()
+            return
+        await self.send({"type": "http.response.body", "body": final, "more_body": False})
 
     # -- end -----------------------------------------------------------------------
+
+    async def _drain(self, timeout: float) -> None:
+        """Wait until the server has handed everything written to the kernel."""
+        if self.transport is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (queued_bytes(self.transport) or 0) > 0 and loop.time() < deadline:
+            await asyncio.sleep(0.01)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
             await super().__call__(scope, receive, send)
+        except asyncio.CancelledError:
+            # daphne cancels every application at shutdown (SIGTERM). The connection is
+            # still open here: end the stream with a jittered retry so that thousands
+            # of browsers do not all come back in the same millisecond.
+            if self.streaming and not self.closed:
+                retry = conf.retry_ms + random.randint(0, SHUTDOWN_RETRY_SPREAD_MS)
+                try:
+                    await self.close_stream(final=sse.format_retry(retry))
+                    await self._drain(SHUTDOWN_DRAIN_SECONDS)
+                except Exception:
+                    logger.debug("could not end a stream at shutdown", exc_info=True)
+            raise
         finally:
             # Also when the server cancels us (daphne does at shutdown and for
             # instances that outlive their connection): never leave a dead stream in

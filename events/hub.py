@@ -27,9 +27,20 @@ from channels.layers import get_channel_layer
 
 from events import sse, store
 from events.conf import conf
-from events.messages import EVENT_MESSAGE, EventMessage, group_name
+from events.messages import EVENT_MESSAGE, PING_MESSAGE, EventMessage, group_name
 
 logger = logging.getLogger(__name__)
+
+# How long a ping through the layer may take before the hub calls the layer lost.
+PING_TIMEOUT_SECONDS = 5.0
+# Longest gap between pings; shorter when the heartbeat is shorter.
+PING_INTERVAL_SECONDS = 5.0
+# Group memberships of the core Redis layer expire (group_expiry, a day by default);
+# joining again well before that keeps long-lived streams receiving. A no-op on pub/sub.
+GROUP_REFRESH_SECONDS = 3600.0
+# No layer call may hang a stream's set-up or clean-up for longer than this (while
+# Redis is unreachable the client library can otherwise retry for a long time).
+LAYER_TIMEOUT_SECONDS = 5.0
 
 
 class Stream(Protocol):
@@ -41,6 +52,8 @@ class Stream(Protocol):
     async def deliver(self, channel: str, seq: int, frame: bytes, body: bytes) -> None: ...
 
     async def heartbeat(self) -> None: ...
+
+    async def close_stream(self) -> None: ...
 
 
 @dataclass(eq=False)
@@ -69,6 +82,9 @@ class Hub:
         self._membership = asyncio.Lock()
         self._started: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._pong: asyncio.Event = asyncio.Event()
+        # Channels whose streams were ended when the layer was lost; left later.
+        self._orphans: set[str] = set()
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -85,6 +101,7 @@ class Hub:
             self._tasks = [
                 asyncio.create_task(self._receive_loop(), name="events-hub-receive"),
                 asyncio.create_task(self._heartbeat_loop(), name="events-hub-heartbeat"),
+                asyncio.create_task(self._liveness_loop(), name="events-hub-liveness"),
             ]
             self._started.set_result(None)
         await self._started
@@ -101,11 +118,14 @@ class Hub:
         channels, self.channels = list(self.channels), {}
         if self.channel_name is not None:
             for channel in channels:
-                await self.layer.group_discard(group_name(channel), self.channel_name)
+                await self._layer_call(self.layer.group_discard, group_name(channel))
         self.streams.clear()
         self._started = None
 
     # -- membership ----------------------------------------------------------------
+
+    async def _layer_call(self, method: Any, group: str) -> None:
+        await asyncio.wait_for(method(group, self.channel_name), LAYER_TIMEOUT_SECONDS)
 
     async def subscribe(self, stream: Stream) -> dict[str, int]:
         """Add a stream; returns, per channel, the last seq it will not be handed.
@@ -145,13 +165,18 @@ class Hub:
             state.subscribers.discard(stream)
             if not state.subscribers:
                 del self.channels[channel]
-                async with self._membership:
-                    await self.layer.group_discard(group_name(channel), self.channel_name)
+                try:
+                    async with self._membership:
+                        await self._layer_call(self.layer.group_discard, group_name(channel))
+                except Exception as exc:
+                    # Redis is down: the liveness check ends everything and the
+                    # subscription is gone with the connection anyway.
+                    logger.warning("leaving the group of %r failed: %r", channel, exc)
 
     async def _join(self, channel: str, state: ChannelState) -> None:
         try:
             async with self._membership:
-                await self.layer.group_add(group_name(channel), self.channel_name)
+                await self._layer_call(self.layer.group_add, group_name(channel))
             # Read the position only once the group is joined: an event committed
             # before this read is covered by it, one committed after arrives as a message.
             positions = await _last_seqs([channel])
@@ -174,6 +199,9 @@ class Hub:
     async def _receive_loop(self) -> None:
         while True:
             message = await self.layer.receive(self.channel_name)
+            if message.get("type") == PING_MESSAGE:
+                self._pong.set()
+                continue
             if message.get("type") != EVENT_MESSAGE:
                 continue
             channel = message.get("channel")
@@ -194,17 +222,36 @@ class Hub:
         if seq <= state.last_seq:
             return  # already delivered (from the store or an earlier message)
         if seq > state.last_seq + 1:
-            missed = await _between({channel: (state.last_seq, seq - 1)})
-            logger.warning(
-                "channel %r: seqs %d..%d did not arrive from the layer; %d filled from the store",
-                channel,
-                state.last_seq + 1,
-                seq - 1,
-                len(missed),
-            )
-            for event in missed:
-                await self._deliver(channel, state, event.seq, event.type, event.data)
+            await self._fill(channel, state, seq - 1, "did not arrive from the layer")
         await self._deliver(channel, state, seq, message["event"], message["data"])
+
+    async def _fill(self, channel: str, state: ChannelState, upto: int, why: str) -> None:
+        """Deliver seqs after state.last_seq up to `upto` from the store (lock held)."""
+        first = state.last_seq + 1
+        missed = await _between({channel: (state.last_seq, upto)})
+        logger.warning("channel %r: seqs %d..%d %s; %d filled from the store", channel, first, upto, why, len(missed))
+        for event in missed:
+            await self._deliver(channel, state, event.seq, event.type, event.data)
+
+    async def _reconcile(self) -> None:
+        """Catch up every channel with the store.
+
+        A message can vanish without a later one revealing the gap: pub/sub drops what
+        is published while the Redis connection is being re-established, and a
+        publisher can die between commit and broadcast. One query per interval finds
+        those, so such an event arrives late rather than never.
+        """
+        names = [name for name, state in self.channels.items() if state.ready.is_set()]
+        if not names:
+            return
+        latest = await _last_seqs(names)
+        for name in names:
+            state = self.channels.get(name)
+            if state is None or latest[name] <= state.last_seq:
+                continue
+            async with state.lock:
+                if latest[name] > state.last_seq:
+                    await self._fill(name, state, latest[name], "were committed but not received")
 
     async def _deliver(self, channel: str, state: ChannelState, seq: int, event: str, data: str) -> None:
         state.last_seq = seq
@@ -230,6 +277,66 @@ class Hub:
                         await stream.heartbeat()
                     except Exception:
                         logger.exception("heartbeat to a stream failed")
+
+
+    async def _liveness_loop(self) -> None:
+        """Ping ourselves through the layer; if it does not come back, the layer is lost.
+
+        The pub/sub layer hides a Redis outage (it logs and retries inside its own
+        task), and messages published meanwhile are gone. So when a ping fails, every
+        local stream is ended: clients reconnect, and resume from the store once Redis
+        answers again. The hub's channel positions are dropped with them, so that the
+        next streams join afresh.
+        """
+        loop = asyncio.get_running_loop()
+        last_refresh = loop.time()
+        while True:
+            await asyncio.sleep(min(PING_INTERVAL_SECONDS, conf.heartbeat_seconds))
+            self._pong.clear()
+            try:
+                await asyncio.wait_for(self.layer.send(self.channel_name, {"type": PING_MESSAGE}), PING_TIMEOUT_SECONDS)
+                await asyncio.wait_for(self._pong.wait(), PING_TIMEOUT_SECONDS)
+            except Exception as exc:
+                logger.error("channel layer lost (%r); ending %d local streams", exc, len(self.streams))
+                await self._drop_all()
+                continue
+            if self._orphans:
+                await self._discard_orphans()
+            try:
+                await self._reconcile()
+            except Exception:
+                logger.exception("catching up channels from the store failed")
+            if loop.time() - last_refresh > GROUP_REFRESH_SECONDS:
+                last_refresh = loop.time()
+                async with self._membership:
+                    for channel in list(self.channels):
+                        await self._layer_call(self.layer.group_add, group_name(channel))
+
+    async def _drop_all(self) -> None:
+        streams, self.streams = list(self.streams), set()
+        # The group memberships are left as they are: leaving while Redis is down
+        # fails half-way and leaves the layer believing it is still subscribed, while
+        # memberships left alone are restored by the Redis client when it reconnects.
+        # They are cleaned up once the layer answers again (_discard_orphans).
+        self._orphans.update(self.channels)
+        self.channels = {}
+        for stream in streams:
+            try:
+                await stream.close_stream()
+            except Exception:
+                logger.exception("ending a stream failed")
+
+    async def _discard_orphans(self) -> None:
+        for channel in list(self._orphans):
+            if channel in self.channels:  # joined again meanwhile: still needed
+                self._orphans.discard(channel)
+                continue
+            try:
+                async with self._membership:
+                    await self._layer_call(self.layer.group_discard, group_name(channel))
+            except Exception:
+                return  # try again after the next ping
+            self._orphans.discard(channel)
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()

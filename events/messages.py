@@ -6,6 +6,8 @@ from typing import TypedDict
 
 GROUP_PREFIX = "events."
 EVENT_MESSAGE = "events.event"
+# A hub pings itself through the layer to notice a lost Redis (events/hub.py).
+PING_MESSAGE = "events.ping"
 
 
 class EventMessage(TypedDict):

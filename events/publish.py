@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import transaction
 
@@ -67,7 +68,8 @@ def send_event(channel: str, data: Any, event: str = DEFAULT_EVENT_TYPE) -> Even
 
 async def asend_event(channel: str, data: Any, event: str = DEFAULT_EVENT_TYPE) -> Event:
     """The async twin of send_event."""
-    return await sync_to_async(send_event)(channel, data, event)
+    # database_sync_to_async: closes the worker thread's stale connections, as a request would.
+    return await database_sync_to_async(send_event)(channel, data, event)
 
 
 def _after_commit(event: Event) -> None:

@@ -7,7 +7,7 @@ import hmac
 import json
 import logging
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -135,7 +135,7 @@ async def healthz(request: HttpRequest) -> HttpResponse:
         # A send to a channel nobody listens on: a round trip to Redis, nothing more.
         await channel_layer.send("events.healthz", {"type": "events.healthz"})
 
-    for name, probe in (("database", sync_to_async(database)), ("channel_layer", layer)):
+    for name, probe in (("database", database_sync_to_async(database)), ("channel_layer", layer)):
         try:
             await asyncio.wait_for(probe(), HEALTH_TIMEOUT_SECONDS)
             checks[name] = "ok"

@@ -36,6 +36,20 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     channel_layers.backends.clear()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _end_stray_database_sessions(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """Before the test database is dropped, end the sessions other threads or killed
+    child processes left on it (PostgreSQL refuses to drop a database in use)."""
+    yield
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
 @pytest.fixture
 async def hub_cleanup() -> AsyncIterator[None]:
     """Stop the test loop's hub at the end, so no task outlives the loop."""

@@ -89,9 +89,8 @@ def parse_stream(raw: bytes) -> ParsedStream:
         elif name == "id":
             if "\x00" not in value:
                 last_id_buffer = value
-        elif name == "retry":
-            if value and value.isascii() and value.isdigit():
-                stream.retry = int(value)
+        elif name == "retry" and value and value.isascii() and value.isdigit():
+            stream.retry = int(value)
         # Any other field is ignored.
     return stream
 
@@ -112,7 +111,11 @@ def single_line(text: str) -> str:
         (b"data: YHOO\ndata: +2\ndata: 10\n\n", [("message", "YHOO\n+2\n10", "")]),
         (
             b": test stream\n\ndata: first event\nid: 1\n\ndata:second event\nid\n\ndata:  third event\n\n",
-            [("message", "first event", "1"), ("message", "second event", ""), ("message", " third event", "")],
+            [
+                ("message", "first event", "1"),
+                ("message", "second event", ""),
+                ("message", " third event", ""),
+            ],
         ),
         (b"data\n\ndata\ndata\n\ndata:", [("message", "", ""), ("message", "\n", "")]),
         (b"data:test\n\ndata: test\n\n", [("message", "test", ""), ("message", "test", "")]),
@@ -355,7 +358,17 @@ def test_data_lines(data, expected):
         ("data: x", b":data: x\n\n"),
         ("\u2713 \U0001f389", ":\u2713 \U0001f389\n\n".encode()),
     ],
-    ids=["empty", "text", "leading-space", "lf", "crlf-cr", "trailing-lf", "only-lf", "looks-like-field", "unicode"],
+    ids=[
+        "empty",
+        "text",
+        "leading-space",
+        "lf",
+        "crlf-cr",
+        "trailing-lf",
+        "only-lf",
+        "looks-like-field",
+        "unicode",
+    ],
 )
 def test_format_comment(text, expected):
     assert sse.format_comment(text) == expected
@@ -367,7 +380,12 @@ def test_format_comment_default_is_heartbeat():
 
 @pytest.mark.parametrize(
     ("milliseconds", "expected"),
-    [(0, b"retry: 0\n\n"), (1, b"retry: 1\n\n"), (3000, b"retry: 3000\n\n"), (2**40, b"retry: 1099511627776\n\n")],
+    [
+        (0, b"retry: 0\n\n"),
+        (1, b"retry: 1\n\n"),
+        (3000, b"retry: 3000\n\n"),
+        (2**40, b"retry: 1099511627776\n\n"),
+    ],
     ids=["zero", "one", "default", "huge"],
 )
 def test_format_retry(milliseconds, expected):
@@ -376,7 +394,18 @@ def test_format_retry(milliseconds, expected):
 
 
 BAD_RETRIES = [-1, -3000, True, False, 1.5, 3000.0, float("nan"), "3000", None, b"1"]
-BAD_RETRY_IDS = ["minus-one", "negative", "true", "false", "float", "integral-float", "nan", "str", "none", "bytes"]
+BAD_RETRY_IDS = [
+    "minus-one",
+    "negative",
+    "true",
+    "false",
+    "float",
+    "integral-float",
+    "nan",
+    "str",
+    "none",
+    "bytes",
+]
 
 
 @pytest.mark.parametrize("milliseconds", BAD_RETRIES, ids=BAD_RETRY_IDS)
@@ -536,7 +565,9 @@ def test_data_cannot_inject_a_second_event():
 # --------------------------------------------------------------------------------------
 
 # Text biased towards the characters that matter to the wire format.
-_TRICKY = st.sampled_from(["\n", "\r", "\r\n", "\x00", " ", ":", "\u2028", "\u2029", "\x85", "\ufeff", "\U0001f389"])
+_TRICKY = st.sampled_from(
+    ["\n", "\r", "\r\n", "\x00", " ", ":", "\u2028", "\u2029", "\x85", "\ufeff", "\U0001f389"]
+)
 tricky_text = st.lists(st.one_of(st.text(max_size=5), _TRICKY), max_size=12).map("".join)
 any_text = st.one_of(st.text(), tricky_text)
 
@@ -595,11 +626,7 @@ def test_property_single_line_fields_have_no_breaks(text):
 
 
 json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | any_text,
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | any_text,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(any_text, children, max_size=4),
     max_leaves=20,
 )

@@ -76,3 +76,70 @@ class Subscriber:
                 raise AssertionError(f"stream ended after {len(self.events)} of {count} events")
             await asyncio.sleep(0.02)
         return self.events
+
+
+class ResumingClient:
+    """Behaves like EventSource: reconnects after any end or error, sending Last-Event-ID.
+
+    Each (re)connection goes to the next of `urls`; with `drop_every`, the client also
+    hangs up by itself after that many events, to force resumes.
+    """
+
+    def __init__(self, urls: list[str], path: str, drop_every: int | None = None, pause: float = 0.05) -> None:
+        self.urls = urls
+        self.path = path
+        self.drop_every = drop_every
+        self.pause = pause
+        self.events: list[Any] = []
+        self.last_id: str | None = None
+        self.connections = 0
+        self.failures = 0
+        self.resets = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> ResumingClient:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(10, connect=2)) as client:
+            while True:
+                url = self.urls[self.connections % len(self.urls)] + self.path
+                self.connections += 1
+                headers = {"Last-Event-ID": self.last_id} if self.last_id else {}
+                received = 0
+                try:
+                    async with aconnect_sse(client, "GET", url, headers=headers) as source:
+                        if source.response.status_code != 200:
+                            self.failures += 1
+                        else:
+                            async for sse in source.aiter_sse():
+                                if sse.id:
+                                    self.last_id = sse.id
+                                if sse.event and sse.data:
+                                    if sse.event == "stream-reset":
+                                        self.resets += 1
+                                    self.events.append(sse)
+                                    received += 1
+                                    if self.drop_every and received >= self.drop_every:
+                                        break
+                except (httpx.HTTPError, OSError):
+                    self.failures += 1
+                await asyncio.sleep(self.pause)
+
+    async def wait_for(self, predicate: Any, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not predicate(self.events):
+            if loop.time() > deadline:
+                raise AssertionError(
+                    f"condition not met after {timeout} s: {len(self.events)} events, "
+                    f"{self.connections} connections, {self.failures} failures"
+                )
+            await asyncio.sleep(0.05)

@@ -1,0 +1,187 @@
+"""The admin: the event log, sending from "add", re-sending, and broadcast_action()."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from django.test import Client
+
+from demo.models import Order
+from events import send_event
+from events.models import Event
+from tests.layer_probe import GroupListener
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ARRIVE = 3.0
+QUIET = 0.5
+CHANGELIST = "/admin/events/event/"
+ADD = "/admin/events/event/add/"
+
+
+def channel() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+def rows(name: str) -> list[tuple[int, str, str]]:
+    return list(Event.objects.filter(channel=name).order_by("seq").values_list("seq", "type", "data"))
+
+
+def test_changelist_shows_events(admin_client: Client) -> None:
+    name = channel()
+    send_event(name, {"hello": "admin"}, event="greeting")
+    response = admin_client.get(CHANGELIST)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert f"{name}:1" in html
+    assert "greeting" in html
+    assert "{&quot;hello&quot;:&quot;admin&quot;}" in html
+
+
+def test_changelist_search_and_filter(admin_client: Client) -> None:
+    a, b = channel(), channel()
+    send_event(a, 1, event="alpha")
+    send_event(b, 2, event="beta")
+    found = admin_client.get(CHANGELIST, {"q": a}).content.decode()
+    assert f"{a}:1" in found and f"{b}:1" not in found
+    filtered = admin_client.get(CHANGELIST, {"type": "beta"}).content.decode()
+    assert f"{b}:1" in filtered and f"{a}:1" not in filtered
+
+
+def test_change_page_is_read_only(admin_client: Client) -> None:
+    name = channel()
+    event = send_event(name, {"a": 1}, event="t")
+    url = f"/admin/events/event/{event.pk}/change/"
+    assert admin_client.get(url).status_code == 200
+    # Posting the change form changes nothing and sends nothing.
+    with GroupListener(name) as listener:
+        admin_client.post(url, {"channel": "other", "type": "x", "data": "2", "_save": "Save"})
+        assert listener.messages(timeout=QUIET) == []
+    assert rows(name) == [(1, "t", '{"a":1}')]
+
+
+def test_add_form_sends_the_event(admin_client: Client) -> None:
+    name = channel()
+    with GroupListener(name) as listener:
+        response = admin_client.post(
+            ADD, {"channel": name, "type": "from-admin", "data": '{ "n": 1, "s": "é" }', "_save": "Save"}
+        )
+        received = listener.messages(count=1, timeout=ARRIVE)
+    assert response.status_code == 302, response.content
+    assert rows(name) == [(1, "from-admin", '{"n":1,"s":"é"}')]
+    assert received == [
+        {"type": "events.event", "channel": name, "seq": 1, "event": "from-admin", "data": '{"n":1,"s":"é"}'}
+    ]
+    # A second one continues the channel's sequence.
+    admin_client.post(ADD, {"channel": name, "type": "from-admin", "data": "2", "_save": "Save"})
+    assert [row[0] for row in rows(name)] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("form", "field"),
+    [
+        ({"type": "t", "data": "{not json"}, "data"),
+        ({"type": "t", "data": "NaN"}, "data"),
+        ({"type": "t", "data": ""}, "data"),
+        ({"channel": "bad name", "type": "t", "data": "1"}, "channel"),
+        ({"channel": "a/b", "type": "t", "data": "1"}, "channel"),
+        ({"type": "bad type", "data": "1"}, "type"),
+        ({"type": "a:b", "data": "1"}, "type"),
+    ],
+    ids=["bad-json", "nan", "empty-data", "channel-space", "channel-slash", "type-space", "type-colon"],
+)
+def test_add_form_rejects_bad_input(admin_client: Client, form: dict[str, str], field: str) -> None:
+    name = channel()
+    data = {"channel": name, **form, "_save": "Save"}
+    before = Event.objects.count()
+    with GroupListener(data["channel"]) as listener:
+        response = admin_client.post(ADD, data)
+        assert listener.messages(timeout=QUIET) == []
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert field in errors, errors
+    assert Event.objects.count() == before
+
+
+def test_add_form_rejects_a_payload_over_the_limit(admin_client: Client, settings) -> None:
+    settings.EVENTS_MAX_PAYLOAD_BYTES = 20
+    name = channel()
+    response = admin_client.post(
+        ADD, {"channel": name, "type": "t", "data": json.dumps("x" * 30), "_save": "Save"}
+    )
+    assert response.status_code == 200
+    assert "over the limit" in str(response.context["adminform"].form.errors["data"])
+    assert rows(name) == []
+
+
+def test_send_again_resends_as_new_events(admin_client: Client) -> None:
+    name = channel()
+    first = send_event(name, {"n": 1}, event="one")
+    second = send_event(name, {"n": 2}, event="two")
+    send_event(name, {"n": 3}, event="three")
+    with GroupListener(name) as listener:
+        response = admin_client.post(
+            CHANGELIST, {"action": "send_again", "_selected_action": [second.pk, first.pk]}
+        )
+        received = listener.messages(count=2, timeout=ARRIVE)
+        assert listener.messages(timeout=QUIET) == []
+    assert response.status_code == 302
+    # Oldest first, each with a new seq and the original type and data.
+    assert [(m["seq"], m["event"], m["data"]) for m in received] == [
+        (4, "one", '{"n":1}'),
+        (5, "two", '{"n":2}'),
+    ]
+    assert rows(name) == [
+        (1, "one", '{"n":1}'),
+        (2, "two", '{"n":2}'),
+        (3, "three", '{"n":3}'),
+        (4, "one", '{"n":1}'),
+        (5, "two", '{"n":2}'),
+    ]
+    messages = [str(m) for m in admin_client.get(CHANGELIST).context["messages"]]
+    assert "Sent 2 event(s) again." in messages
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: EventAdmin.send_again does not catch the ValueError of send_event: re-sending a "
+    "stored event larger than the current EVENTS_MAX_PAYLOAD_BYTES answers 500 (broadcast_action "
+    "reports such objects with message_user instead; SPEC 8: no request makes the server answer 500)",
+)
+def test_send_again_over_the_current_limit_reports_instead_of_500(admin_client: Client, settings) -> None:
+    name = channel()
+    big = send_event(name, "x" * 100)
+    settings.EVENTS_MAX_PAYLOAD_BYTES = 50
+    admin_client.raise_request_exception = False
+    response = admin_client.post(CHANGELIST, {"action": "send_again", "_selected_action": [big.pk]})
+    assert response.status_code == 302
+    assert [row[0] for row in rows(name)] == [1]
+
+
+def test_order_broadcast_action_sends_one_event_per_order(admin_client: Client) -> None:
+    orders = [
+        Order.objects.create(customer="Ada", status=Order.Status.PAID),
+        Order.objects.create(customer="Bo"),
+    ]
+    unselected = Order.objects.create(customer="Cy")
+    pks = {order.pk for order in orders}
+    with GroupListener("orders") as listener:
+        response = admin_client.post(
+            "/admin/demo/order/",
+            {"action": "broadcast_order_status", "_selected_action": sorted(pks)},
+        )
+        received = listener.messages(count=2, timeout=ARRIVE)
+        received += listener.messages(timeout=QUIET)
+    assert response.status_code == 302
+    status = [m for m in received if m["event"] == "order-status"]
+    assert all(m["channel"] == "orders" for m in status)
+    payloads = sorted((json.loads(m["data"]) for m in status), key=lambda p: p["id"])
+    assert payloads == [
+        {"id": orders[0].pk, "customer": "Ada", "status": "paid"},
+        {"id": orders[1].pk, "customer": "Bo", "status": "new"},
+    ]
+    assert unselected.pk not in {p["id"] for p in payloads}
+    messages = [str(m) for m in admin_client.get("/admin/demo/order/").context["messages"]]
+    assert "Sent 2 event(s) as 'order-status'." in messages
