@@ -115,6 +115,10 @@ class EventAdmin(admin.ModelAdmin):
     def send_again(self, request: HttpRequest, queryset: QuerySet[Event]) -> None:
         count = 0
         for stored in queryset.order_by("id"):
-            send_event(stored.channel, stored.payload, event=stored.type)
+            try:
+                send_event(stored.channel, stored.payload, event=stored.type)
+            except ValueError as exc:
+                self.message_user(request, f"{stored.sse_id}: not sent: {exc}", messages.ERROR)
+                continue
             count += 1
         self.message_user(request, f"Sent {count} event(s) again.", messages.SUCCESS)

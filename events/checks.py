@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.checks import Error, register
@@ -14,10 +16,21 @@ from events.conf import DEFAULTS, get
 def _positive_number(name: str, check_id: str, *, integer: bool) -> list[Error]:
     value = get(name)
     types: tuple[type, ...] = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, types) or value <= 0:
+    # NaN compares False with everything and inf would mean "never": both are rejected.
+    if isinstance(value, bool) or not isinstance(value, types) or not math.isfinite(value) or value <= 0:
         kind = "a positive integer" if integer else "a positive number"
         return [Error(f"{name} must be {kind}, not {value!r}.", hint=f"Default: {DEFAULTS[name]!r}.", id=check_id)]
     return []
+
+
+def _is_origin(value: str) -> bool:
+    """scheme://host[:port] and nothing else, as browsers send it in Origin."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises ValueError for a bad port)
+    except ValueError:
+        return False
+    return bool(parts.scheme and parts.hostname) and not (parts.path or parts.query or parts.fragment)
 
 
 @register()
@@ -32,9 +45,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
 
     policy = get("EVENTS_CHANNEL_POLICY")
     try:
+        if not isinstance(policy, str):
+            raise TypeError(f"expected a dotted path string, not {type(policy).__name__}")
         if not callable(import_string(policy)):
             raise ImportError(f"{policy} is not callable")
-    except (ImportError, TypeError, ValueError) as exc:
+    except (ImportError, TypeError, ValueError, AttributeError) as exc:
         errors.append(
             Error(
                 f"EVENTS_CHANNEL_POLICY {policy!r} is not an importable callable: {exc}",
@@ -54,7 +69,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         )
     else:
         for origin in origins:
-            if origin != origin.rstrip("/") or "://" not in origin:
+            if not _is_origin(origin):
                 errors.append(
                     Error(
                         f"EVENTS_ALLOWED_ORIGINS entry {origin!r} is not an origin.",

@@ -28,6 +28,7 @@ def response_headers(origin: str | None, allowed: Iterable[str]) -> Headers:
 
 
 def preflight_headers(origin: str | None, allowed: Iterable[str], methods: str) -> Headers:
+    allowed = list(allowed)  # read twice below
     headers = response_headers(origin, allowed)
     if origin and is_allowed(origin, allowed):
         headers += [

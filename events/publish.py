@@ -32,6 +32,8 @@ def encode_payload(data: Any) -> str:
         encoded = sse.dumps(data)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"event data is not JSON-serialisable: {exc}") from exc
+    except RecursionError as exc:
+        raise ValueError("event data is nested too deeply to serialise") from exc
     size = len(encoded.encode())
     limit = conf.max_payload_bytes
     if size > limit:

@@ -9,6 +9,7 @@ import logging
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.core.exceptions import RequestDataTooBig
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
@@ -77,12 +78,12 @@ def _authorise(request: HttpRequest) -> JsonResponse | None:
 
 
 @csrf_exempt  # checked in _authorise, and only for session-authenticated requests
-def publish(request: HttpRequest, channel: str) -> HttpResponse:
+def publish(request: HttpRequest, channel: str = "") -> HttpResponse:
     if request.method == "OPTIONS":
         return _with_cors(request, HttpResponse(status=204), preflight=True)
     if request.method != "POST":
         return _with_cors(request, error(405, f"{request.method} is not allowed here", Allow="GET, POST, OPTIONS"))
-    problem = channel_error(channel)
+    problem = channel_error(channel) if channel else "no channel: publish to /events/<channel>/"
     if problem:
         return _with_cors(request, error(400, problem))
     denied = _authorise(request)
@@ -90,7 +91,9 @@ def publish(request: HttpRequest, channel: str) -> HttpResponse:
         return _with_cors(request, denied)
     try:
         body = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
+    except RequestDataTooBig:
+        return _with_cors(request, error(413, "the body is larger than the server accepts"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return _with_cors(request, error(400, "the body is not valid JSON"))
     if not isinstance(body, dict) or "data" not in body:
         return _with_cors(request, error(400, 'the body must be a JSON object: {"event": "type", "data": ...}'))

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 
 from events import views
 
@@ -10,6 +10,9 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("feed/", views.feed, name="feed"),
     # GET on these paths never reaches Django: routing.py sends it to the SSE consumer.
-    path("events/<str:channel>/", views.publish, name="events-publish"),
+    # Anything between the slashes is taken as the channel, so that a bad name (even
+    # one with a slash) is a 400 with a reason rather than a 404 page.
+    re_path(r"^events/(?P<channel>.+)/$", views.publish, name="events-publish"),
+    re_path(r"^events/$", views.publish),
     path("demo/", include("demo.urls")),
 ]

@@ -144,12 +144,6 @@ def test_send_again_resends_as_new_events(admin_client: Client) -> None:
     assert "Sent 2 event(s) again." in messages
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: EventAdmin.send_again does not catch the ValueError of send_event: re-sending a "
-    "stored event larger than the current EVENTS_MAX_PAYLOAD_BYTES answers 500 (broadcast_action "
-    "reports such objects with message_user instead; SPEC 8: no request makes the server answer 500)",
-)
 def test_send_again_over_the_current_limit_reports_instead_of_500(admin_client: Client, settings) -> None:
     name = channel()
     big = send_event(name, "x" * 100)

@@ -110,13 +110,6 @@ def test_heartbeat_message_says_number(settings):
     assert "a positive number" in check_settings()[0].msg
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Bug: events/checks.py _positive_number tests `value <= 0`, which is False for NaN, "
-        "so EVENTS_HEARTBEAT_SECONDS = float('nan') passes the checks."
-    ),
-)
 def test_heartbeat_nan_rejected(settings):
     settings.EVENTS_HEARTBEAT_SECONDS = math.nan
     assert check_ids() == ["events.E001"]
@@ -172,15 +165,6 @@ def test_bad_policy(settings, value):
     assert repr(value) in errors[0].msg
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason=(
-        "Bug: events/checks.py passes a non-str EVENTS_CHANNEL_POLICY to import_string, "
-        "whose .rsplit raises AttributeError, which the check does not catch: the check "
-        "crashes instead of reporting events.E006."
-    ),
-)
 @pytest.mark.parametrize("value", [None, 123, ["events.policy.default_policy"]], ids=["none", "int", "list"])
 def test_non_string_policy(settings, value):
     settings.EVENTS_CHANNEL_POLICY = value
@@ -248,14 +232,6 @@ def test_one_error_per_bad_origin(settings):
     assert "'b.example.com/'" in errors[1].msg
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Bug: events/checks.py E008 only rejects a trailing slash or a missing '://', so "
-        "an entry with a path (its own hint says 'no path') passes; such an entry can "
-        "never equal a browser's Origin header."
-    ),
-)
 def test_origin_with_path_rejected(settings):
     settings.EVENTS_ALLOWED_ORIGINS = ["https://app.example.com/path"]
     assert check_ids() == ["events.E008"]

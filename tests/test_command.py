@@ -75,16 +75,11 @@ def test_data_is_json_or_else_a_string(data: str, stored: str) -> None:
     assert Event.objects.get(channel=name).data == stored
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: send_event.py parses DATA with json.loads, which accepts the non-JSON literals "
-    "NaN/Infinity/-Infinity as floats; send_event then rejects the float, so the command fails "
-    "instead of sending the text as a string (SPEC 5: 'DATA is JSON, or else taken as a string')",
-)
 @pytest.mark.parametrize("data", ["NaN", "Infinity", "-Infinity", '{"x": NaN}'])
 def test_non_json_number_literals_are_taken_as_a_string(data: str) -> None:
     name = channel()
-    assert send(name, data) == f"{name}:1\n"
+    # "--" ends the options, so that "-Infinity" is DATA and not an unknown option.
+    assert send("--", name, data) == f"{name}:1\n"
     assert Event.objects.get(channel=name).payload == data
 
 

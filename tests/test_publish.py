@@ -177,12 +177,6 @@ def test_non_json_data_raises_and_stores_nothing(data: object) -> None:
     assert isinstance(info.value.__cause__, (TypeError, ValueError))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: publish.encode_payload converts only TypeError/ValueError from json.dumps; data "
-    "nested deeper than the recursion limit raises RecursionError instead of the ValueError SPEC 5 "
-    "promises (the HTTP endpoint then answers 500)",
-)
 def test_too_deeply_nested_data_is_a_value_error() -> None:
     data: list[object] = []
     for _ in range(100_000):

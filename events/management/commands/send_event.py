@@ -18,8 +18,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, channel: str, data: str, event: str, **options: Any) -> None:
         try:
-            payload = json.loads(data)
-        except ValueError:
+            # NaN and Infinity are not JSON: such DATA is a string like any non-JSON.
+            payload = json.loads(data, parse_constant=_reject_constant)
+        except (ValueError, RecursionError):
             payload = data
         try:
             stored = send_event(channel, payload, event=event)
@@ -28,3 +29,7 @@ class Command(BaseCommand):
         except Exception as exc:
             raise CommandError(f"could not store the event: {exc}") from exc
         self.stdout.write(stored.sse_id)
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
