@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.checks import Error, register
+from django.core.checks import Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
 from events.conf import DEFAULTS, get
@@ -42,6 +42,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     errors += _positive_number("EVENTS_MAX_CHANNELS_PER_STREAM", "events.E004", integer=True)
     errors += _positive_number("EVENTS_MAX_PAYLOAD_BYTES", "events.E005", integer=True)
     errors += _positive_number("EVENTS_MAX_QUEUED_BYTES", "events.E011", integer=True)
+    per_client = get("EVENTS_MAX_STREAMS_PER_CLIENT")
+    if isinstance(per_client, bool) or not isinstance(per_client, int) or per_client < 0:
+        errors.append(
+            Error(
+                f"EVENTS_MAX_STREAMS_PER_CLIENT must be a non-negative integer, not {per_client!r}.",
+                hint="0 turns the limit off.",
+                id="events.E012",
+            )
+        )
 
     policy = get("EVENTS_CHANNEL_POLICY")
     try:
@@ -69,7 +78,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         )
     else:
         for origin in origins:
-            if not _is_origin(origin):
+            if origin == "*":
+                errors.append(
+                    Error(
+                        "EVENTS_ALLOWED_ORIGINS contains '*': listed origins are answered with "
+                        "credentials allowed, and a wildcard would let every site read users' streams.",
+                        hint="List each origin, e.g. https://app.example.com.",
+                        id="events.E013",
+                    )
+                )
+            elif not _is_origin(origin):
                 errors.append(
                     Error(
                         f"EVENTS_ALLOWED_ORIGINS entry {origin!r} is not an origin.",
@@ -91,3 +109,63 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             )
         )
     return errors
+
+
+# Default proxy and load-balancer idle timeouts are often 60 s (nginx proxy_read_timeout,
+# AWS ALB idle timeout); a quieter stream is cut there.
+PROXY_IDLE_TIMEOUT_SECONDS = 60
+MIN_PUBLISH_TOKEN_LENGTH = 32
+
+
+@register()
+def check_deployment_mistakes(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """The SSE deployment mistakes users keep reporting."""
+    warnings: list[Warning] = []
+    layers = getattr(settings, "CHANNEL_LAYERS", None) or {}
+    backend = str(layers.get("default", {}).get("BACKEND", ""))
+    if backend.endswith("InMemoryChannelLayer"):
+        warnings.append(
+            Warning(
+                "The in-memory channel layer only reaches streams of the same process: events "
+                "sent from another daphne process, a management command or a worker are lost.",
+                hint="Use channels_redis.pubsub.RedisPubSubChannelLayer (set REDIS_URL).",
+                id="events.W001",
+            )
+        )
+    heartbeat = get("EVENTS_HEARTBEAT_SECONDS")
+    if isinstance(heartbeat, (int, float)) and not isinstance(heartbeat, bool) and heartbeat > PROXY_IDLE_TIMEOUT_SECONDS:
+        warnings.append(
+            Warning(
+                f"EVENTS_HEARTBEAT_SECONDS is {heartbeat}: proxies commonly close connections idle "
+                f"for {PROXY_IDLE_TIMEOUT_SECONDS} s, so quiet streams would be cut and reconnect.",
+                hint="Keep it at or under 30.",
+                id="events.W002",
+            )
+        )
+    return warnings
+
+
+@register(Tags.security, deploy=True)
+def check_publish_token(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    token = get("EVENTS_PUBLISH_TOKEN")
+    if not isinstance(token, str):
+        return []  # events.E009
+    if not token:
+        return [
+            Warning(
+                "EVENTS_PUBLISH_TOKEN is not set: POST /events/<channel>/ accepts only staff "
+                "sessions, so servers and scripts cannot publish over HTTP.",
+                hint="Set EVENTS_PUBLISH_TOKEN in the environment to a long random value.",
+                id="events.W003",
+            )
+        ]
+    if len(token) < MIN_PUBLISH_TOKEN_LENGTH:
+        return [
+            Warning(
+                f"EVENTS_PUBLISH_TOKEN is {len(token)} characters long; anyone who guesses it can publish.",
+                hint=f"Use at least {MIN_PUBLISH_TOKEN_LENGTH} random characters "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(32))').",
+                id="events.W004",
+            )
+        ]
+    return []

@@ -23,6 +23,8 @@ DEFAULTS: dict[str, Any] = {
     # Bytes a stream may have waiting for a client that does not read; past this the
     # connection is ended and the client resumes from its last id.
     "EVENTS_MAX_QUEUED_BYTES": 256 * 1024,
+    # Open streams one client address may hold in one process; 0 turns the limit off.
+    "EVENTS_MAX_STREAMS_PER_CLIENT": 0,
 }
 
 
@@ -62,6 +64,10 @@ class Settings:
     @property
     def max_queued_bytes(self) -> int:
         return int(get("EVENTS_MAX_QUEUED_BYTES"))
+
+    @property
+    def max_streams_per_client(self) -> int:
+        return int(get("EVENTS_MAX_STREAMS_PER_CLIENT"))
 
     @property
     def publish_token(self) -> str:

@@ -20,6 +20,7 @@ http.disconnect, and events reach it from the hub, not through dispatch.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import random
@@ -36,6 +37,7 @@ from events.conf import conf
 from events.hub import get_hub
 from events.names import CHANNEL_MAX, channel_error
 from events.policy import denied_channels
+from events.tokens import TokenError, granted_channels
 from events.positions import format_position, parse_position
 
 logger = logging.getLogger(__name__)
@@ -52,6 +54,10 @@ SHUTDOWN_RETRY_SPREAD_MS = 10_000
 SHUTDOWN_DRAIN_SECONDS = 2.0
 # An id is at most `<channel>:<19 digits>` per channel, joined by commas.
 ID_BYTES_PER_CHANNEL = CHANNEL_MAX + 21
+
+
+# Open streams per client address in this process (EVENTS_MAX_STREAMS_PER_CLIENT).
+_open_by_client: collections.Counter[str] = collections.Counter()
 
 
 class BadRequest(Exception):
@@ -100,6 +106,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         self.subscribed = False
         self.closed = False
         self.transport: Any = None
+        self.client_address: str | None = None
 
     # -- request -------------------------------------------------------------------
 
@@ -129,9 +136,8 @@ class EventStreamConsumer(AsyncHttpConsumer):
         )
         if len(resume) > ID_BYTES_PER_CHANNEL * conf.max_channels_per_stream:
             raise BadRequest(400, "Last-Event-ID is longer than any id this server hands out")
-        denied = await denied_channels(self.scope, self.channels)
-        if denied:
-            raise BadRequest(403, f"not allowed to read channel {denied[0]!r}")
+        await self._authorise(query)
+        self._count_client()
 
         await self.send_headers(status=200, headers=self._stream_headers(headers))
         if self.scope.get("method") == "HEAD":
@@ -150,6 +156,33 @@ class EventStreamConsumer(AsyncHttpConsumer):
         except Exception:
             logger.exception("stream %s could not start; closing it so the client retries", self.channels)
             await self.close_stream()
+
+    async def _authorise(self, query: list[tuple[str, str]]) -> None:
+        """SPEC 4.5: a subscribe token grants exactly its channels; otherwise the policy."""
+        token = next((value for key, value in query if key == "token"), None)
+        if token is not None:
+            try:
+                granted = granted_channels(token)
+            except TokenError as exc:
+                raise BadRequest(403, str(exc)) from exc
+            outside = [name for name in self.channels if name not in granted]
+            if outside:
+                raise BadRequest(403, f"the subscribe token does not grant channel {outside[0]!r}")
+            return
+        denied = await denied_channels(self.scope, self.channels)
+        if denied:
+            raise BadRequest(403, f"not allowed to read channel {denied[0]!r}")
+
+    def _count_client(self) -> None:
+        limit = conf.max_streams_per_client
+        client = self.scope.get("client")
+        if not limit or not client:
+            return
+        address = str(client[0])
+        if _open_by_client[address] >= limit:
+            raise BadRequest(429, f"too many open streams from {address} (at most {limit})")
+        _open_by_client[address] += 1
+        self.client_address = address
 
     def _stream_headers(self, request_headers: dict[bytes, bytes]) -> list[tuple[bytes, bytes]]:
         origin = request_headers.get(b"origin")
@@ -288,6 +321,11 @@ class EventStreamConsumer(AsyncHttpConsumer):
                     logger.debug("could not end a stream at shutdown", exc_info=True)
             raise
         finally:
+            if self.client_address is not None:
+                _open_by_client[self.client_address] -= 1
+                if _open_by_client[self.client_address] <= 0:
+                    del _open_by_client[self.client_address]
+                self.client_address = None
             # Also when the server cancels us (daphne does at shutdown and for
             # instances that outlive their connection): never leave a dead stream in
             # the hub. The membership bookkeeping happens before the first await.

@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import json
 import logging
+from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -14,6 +15,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import render
+from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
 from events import cors
@@ -148,3 +150,21 @@ async def healthz(request: HttpRequest) -> HttpResponse:
     ok = all(value == "ok" for value in checks.values())
     return JsonResponse({"status": "ok" if ok else "unavailable", **checks}, status=200 if ok else 503)
 
+
+# Error pages: JSON for the product's own endpoints, Django's usual pages elsewhere.
+JSON_PATH_PREFIXES = ("/events/", "/presence/", "/healthz")
+
+
+def _json_or_default(status: int, reason: str, default: Any) -> Any:
+    def handler(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+        if request.path.startswith(JSON_PATH_PREFIXES):
+            return error(status, reason)
+        return default(request, exception) if status != 500 else default(request)
+
+    return handler
+
+
+json_bad_request = _json_or_default(400, "bad request", defaults.bad_request)
+json_permission_denied = _json_or_default(403, "forbidden", defaults.permission_denied)
+json_page_not_found = _json_or_default(404, "not found", defaults.page_not_found)
+json_server_error = _json_or_default(500, "internal error", defaults.server_error)

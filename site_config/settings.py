@@ -147,11 +147,16 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0"))
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
 SECURE_HSTS_PRELOAD = _env_bool("SECURE_HSTS_PRELOAD", False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
 if _env_bool("BEHIND_HTTPS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
-# Product settings that deployments set from the environment (SPEC 6).
+# Product settings that deployments set from the environment (SPEC 6); the other
+# EVENTS_* settings keep the defaults of events/conf.py unless set here.
 EVENTS_PUBLISH_TOKEN = os.environ.get("EVENTS_PUBLISH_TOKEN", "")
+EVENTS_ALLOWED_ORIGINS = _env_list("EVENTS_ALLOWED_ORIGINS")
+EVENTS_MAX_STREAMS_PER_CLIENT = int(os.environ.get("EVENTS_MAX_STREAMS_PER_CLIENT") or 0)
 
 LOGGING = {
     "version": 1,

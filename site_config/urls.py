@@ -16,3 +16,8 @@ urlpatterns = [
     re_path(r"^events/$", views.publish),
     path("demo/", include("demo.urls")),
 ]
+
+handler400 = "events.views.json_bad_request"
+handler403 = "events.views.json_permission_denied"
+handler404 = "events.views.json_page_not_found"
+handler500 = "events.views.json_server_error"

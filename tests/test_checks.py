@@ -214,8 +214,8 @@ def test_origins_not_a_list_of_str(settings, value):
 
 @pytest.mark.parametrize(
     "origin",
-    ["https://app.example.com/", "app.example.com", "*", "https://", "", "localhost:8000", "https://a.com//"],
-    ids=["trailing-slash", "no-scheme", "star", "no-host", "empty", "host-port", "double-slash"],
+    ["https://app.example.com/", "app.example.com", "https://", "", "localhost:8000", "https://a.com//"],
+    ids=["trailing-slash", "no-scheme", "no-host", "empty", "host-port", "double-slash"],
 )
 def test_bad_origin_entry(settings, origin):
     settings.EVENTS_ALLOWED_ORIGINS = ["https://ok.example.com", origin]

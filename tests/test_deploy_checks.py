@@ -1,0 +1,80 @@
+"""Our checks for SSE deployment mistakes, and `check --deploy` with production settings."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+
+import pytest
+
+from events.checks import check_deployment_mistakes, check_publish_token, check_settings
+from tests.servers import ROOT
+
+
+def ids(messages) -> list[str]:
+    return [message.id for message in messages]
+
+
+def test_in_memory_layer_is_flagged(settings) -> None:
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    assert ids(check_deployment_mistakes()) == ["events.W001"]
+
+
+def test_heartbeat_longer_than_proxy_timeouts(settings) -> None:
+    settings.EVENTS_HEARTBEAT_SECONDS = 90
+    assert ids(check_deployment_mistakes()) == ["events.W002"]
+    settings.EVENTS_HEARTBEAT_SECONDS = 30
+    assert ids(check_deployment_mistakes()) == []
+
+
+def test_wildcard_origin_with_credentials_is_an_error(settings) -> None:
+    settings.EVENTS_ALLOWED_ORIGINS = ["*"]
+    assert "events.E013" in ids(check_settings())
+
+
+@pytest.mark.parametrize(("token", "expected"), [("", ["events.W003"]), ("short", ["events.W004"]),
+                                                 ("x" * 40, [])], ids=["missing", "short", "good"])
+def test_publish_token(settings, token, expected) -> None:
+    settings.EVENTS_PUBLISH_TOKEN = token
+    assert ids(check_publish_token()) == expected
+
+
+@pytest.mark.parametrize("value", [-1, "3", True, 1.5], ids=["negative", "string", "bool", "float"])
+def test_streams_per_client_must_be_a_non_negative_int(settings, value) -> None:
+    settings.EVENTS_MAX_STREAMS_PER_CLIENT = value
+    assert ids(check_settings()) == ["events.E012"]
+
+
+def test_check_deploy_is_clean_with_production_environment() -> None:
+    """Everything --deploy asks for is driven by documented environment variables."""
+    env = {
+        **os.environ,
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "events.example.com",
+        "SECURE_SSL_REDIRECT": "1",
+        "SECURE_HSTS_SECONDS": "31536000",
+        "SECURE_HSTS_PRELOAD": "1",
+        "EVENTS_PUBLISH_TOKEN": secrets.token_urlsafe(32),
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "no issues" in result.stdout
+
+
+def test_check_deploy_names_what_is_missing_in_development() -> None:
+    env = {**os.environ, "DEBUG": "0"}
+    env.pop("EVENTS_PUBLISH_TOKEN", None)
+    env.pop("SECRET_KEY", None)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=60,
+    )
+    for check_id in ("security.W009", "security.W004", "security.W008", "events.W003"):
+        assert check_id in result.stderr + result.stdout
