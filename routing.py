@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from channels.sessions import SessionMiddlewareStack
 from channels.routing import ProtocolTypeRouter
+from channels.sessions import SessionMiddlewareStack
 
 from events.backpressure import SERVER_SEND_KEY
 from events.consumers import EventStreamConsumer
@@ -26,11 +26,7 @@ def build_application(django_app: Any) -> Any:
 
     async def http(scope: dict[str, Any], receive: Any, send: Any) -> None:
         path: str = scope.get("path", "")
-        if (
-            scope.get("method") in STREAM_METHODS
-            and path.startswith(STREAM_PREFIX)
-            and path.endswith("/")
-        ):
+        if scope.get("method") in STREAM_METHODS and path.startswith(STREAM_PREFIX) and path.endswith("/"):
             # Whatever sits between the prefix and the last slash is the channel; the
             # consumer validates it (a bad name is a 400, never a routing 500).
             channel = path[len(STREAM_PREFIX) : -1]

@@ -28,8 +28,8 @@ def broadcast_action(
 ) -> Callable[[admin.ModelAdmin[Any], HttpRequest, QuerySet[Any]], None]:
     """An admin action that sends one event per selected object.
 
-        class OrderAdmin(admin.ModelAdmin):
-            actions = [broadcast_action("orders", event="order-updated")]
+    class OrderAdmin(admin.ModelAdmin):
+        actions = [broadcast_action("orders", event="order-updated")]
     """
     if isinstance(channel, str):
         validate_channel(channel)

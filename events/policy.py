@@ -62,4 +62,3 @@ def _sync_get_user(scope: dict[str, Any]) -> Any:
     from asgiref.sync import async_to_sync
 
     return async_to_sync(get_user)(scope)
-

@@ -21,7 +21,11 @@ def model_payload(instance: models.Model) -> dict[str, Any]:
     """Default payload: the model label, the pk and the concrete fields as JSON values."""
     (row,) = serializers.serialize("python", [instance])
     fields = json.loads(json.dumps(row["fields"], cls=DjangoJSONEncoder))
-    return {"model": instance._meta.label_lower, "pk": json.loads(json.dumps(instance.pk, cls=DjangoJSONEncoder)), "fields": fields}
+    return {
+        "model": instance._meta.label_lower,
+        "pk": json.loads(json.dumps(instance.pk, cls=DjangoJSONEncoder)),
+        "fields": fields,
+    }
 
 
 def broadcast_on_save(

@@ -51,7 +51,11 @@ def granted_channels(token: str) -> frozenset[str]:
         raise TokenError("invalid subscribe token") from exc
     except Exception as exc:  # undecodable content under a valid signature cannot happen, but never 500
         raise TokenError("malformed subscribe token") from exc
-    if not isinstance(payload, dict) or not isinstance(payload.get("c"), list) or not isinstance(payload.get("e"), int):
+    if (
+        not isinstance(payload, dict)
+        or not isinstance(payload.get("c"), list)
+        or not isinstance(payload.get("e"), int)
+    ):
         raise TokenError("malformed subscribe token")
     if payload["e"] < time.time():
         raise TokenError("subscribe token has expired")

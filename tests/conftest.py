@@ -96,4 +96,3 @@ def daphne(server_env: dict[str, str]) -> Iterator[Daphne]:
     server = Daphne(server_env).start()
     yield server
     server.stop()
-

@@ -37,8 +37,21 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--logfile", os.path.join(self.dir, "redis.log")],
+            [
+                redis_server_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                "--logfile",
+                os.path.join(self.dir, "redis.log"),
+            ],
             stdin=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
@@ -68,7 +81,8 @@ class Daphne:
         self.port = port or free_port()
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None
-        self.log = tempfile.NamedTemporaryFile(prefix="events-test-daphne-", suffix=".log", delete=False)
+        # Kept after the process ends, so a failing test can show what daphne said.
+        self.log = tempfile.NamedTemporaryFile(prefix="events-test-daphne-", suffix=".log", delete=False)  # noqa: SIM115
 
     @property
     def url(self) -> str:
@@ -76,9 +90,21 @@ class Daphne:
 
     def start(self, timeout: float = 20.0) -> Daphne:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
-             "site_config.asgi:application"],
-            cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "site_config.asgi:application",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

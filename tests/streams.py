@@ -8,8 +8,9 @@ from typing import Any
 from channels.testing import ApplicationCommunicator
 
 
-def http_scope(path: str, query: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None,
-               method: str = "GET") -> dict[str, Any]:
+def http_scope(
+    path: str, query: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None, method: str = "GET"
+) -> dict[str, Any]:
     return {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -44,8 +45,14 @@ def parse_frames(data: bytes) -> list[dict[str, str]]:
 class Stream:
     """One stream through the whole ASGI application."""
 
-    def __init__(self, application: Any, path: str, query: bytes = b"",
-                 headers: list[tuple[bytes, bytes]] | None = None, method: str = "GET") -> None:
+    def __init__(
+        self,
+        application: Any,
+        path: str,
+        query: bytes = b"",
+        headers: list[tuple[bytes, bytes]] | None = None,
+        method: str = "GET",
+    ) -> None:
         self.communicator = ApplicationCommunicator(application, http_scope(path, query, headers, method))
         self.status: int | None = None
         self.headers: dict[bytes, bytes] = {}

@@ -34,8 +34,11 @@ def test_wildcard_origin_with_credentials_is_an_error(settings) -> None:
     assert "events.E013" in ids(check_settings())
 
 
-@pytest.mark.parametrize(("token", "expected"), [("", ["events.W003"]), ("short", ["events.W004"]),
-                                                 ("x" * 40, [])], ids=["missing", "short", "good"])
+@pytest.mark.parametrize(
+    ("token", "expected"),
+    [("", ["events.W003"]), ("short", ["events.W004"]), ("x" * 40, [])],
+    ids=["missing", "short", "good"],
+)
 def test_publish_token(settings, token, expected) -> None:
     settings.EVENTS_PUBLISH_TOKEN = token
     assert ids(check_publish_token()) == expected
@@ -62,7 +65,11 @@ def test_check_deploy_is_clean_with_production_environment() -> None:
     }
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr + result.stdout
     assert "no issues" in result.stdout
@@ -73,7 +80,11 @@ def test_check_deploy_names_what_is_missing_in_development() -> None:
     env.pop("EVENTS_PUBLISH_TOKEN", None)
     env.pop("SECRET_KEY", None)
     result = subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy"], cwd=ROOT, env=env, capture_output=True, text=True,
+        [sys.executable, "manage.py", "check", "--deploy"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=60,
     )
     for check_id in ("security.W009", "security.W004", "security.W008", "events.W003"):

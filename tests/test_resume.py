@@ -53,7 +53,10 @@ async def test_header_wins_over_query() -> None:
     name = channel()
     await publish(name, range(1, 4))
     stream = await Stream(
-        application, f"/events/{name}/", f"last_event_id={name}:0".encode(), [(b"last-event-id", f"{name}:2".encode())]
+        application,
+        f"/events/{name}/",
+        f"last_event_id={name}:0".encode(),
+        [(b"last-event-id", f"{name}:2".encode())],
     ).open()
     assert payloads(await stream.events(1)) == [3]
     await stream.close()
@@ -63,7 +66,9 @@ async def test_resume_at_the_head_replays_nothing() -> None:
     name = channel()
     await publish(name, [1, 2])
     stream = await open_stream(f"/events/{name}/", last_id=f"{name}:2")
-    frames = await stream.frames_until(lambda fs: any(f.get("id") == f"{name}:2" and "data" not in f for f in fs))
+    frames = await stream.frames_until(
+        lambda fs: any(f.get("id") == f"{name}:2" and "data" not in f for f in fs)
+    )
     assert not [f for f in frames if "data" in f]
     await stream.close()
 

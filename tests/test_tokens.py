@@ -15,7 +15,11 @@ def test_round_trip_grants_the_named_channels() -> None:
 
 @pytest.mark.parametrize(
     ("channels", "ttl", "message"),
-    [([], 60, "at least one channel"), (["bad name"], 60, "may only contain"), (["ok"], 0, "ttl must be positive")],
+    [
+        ([], 60, "at least one channel"),
+        (["bad name"], 60, "may only contain"),
+        (["ok"], 0, "ttl must be positive"),
+    ],
     ids=["none", "bad-name", "zero-ttl"],
 )
 def test_make_token_rejects_bad_input(channels, ttl, message) -> None:
@@ -52,7 +56,8 @@ def test_malformed_tokens(token: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "payload", [["a"], {"c": "a", "e": 1 << 40}, {"c": ["a"]}, {"c": ["a"], "e": "never"}],
+    "payload",
+    [["a"], {"c": "a", "e": 1 << 40}, {"c": ["a"]}, {"c": ["a"], "e": "never"}],
     ids=["list", "channels-not-list", "no-expiry", "expiry-not-int"],
 )
 def test_validly_signed_but_wrong_shape(payload) -> None:

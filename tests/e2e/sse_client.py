@@ -52,17 +52,19 @@ class Subscriber:
 
     async def _run(self) -> None:
         try:
-            async with httpx.AsyncClient(timeout=httpx.Timeout(30, connect=10), **self.client_options) as client:
-                async with aconnect_sse(client, "GET", self.url, headers=self.headers) as source:
-                    self.status = source.response.status_code
-                    if self.status != 200:
-                        return
-                    async for sse in source.aiter_sse():
-                        if sse.id:
-                            self.last_id = sse.id
-                            self.ready.set()
-                        if sse.event and sse.data:
-                            self.events.append(sse)
+            async with (
+                httpx.AsyncClient(timeout=httpx.Timeout(30, connect=10), **self.client_options) as client,
+                aconnect_sse(client, "GET", self.url, headers=self.headers) as source,
+            ):
+                self.status = source.response.status_code
+                if self.status != 200:
+                    return
+                async for sse in source.aiter_sse():
+                    if sse.id:
+                        self.last_id = sse.id
+                        self.ready.set()
+                    if sse.event and sse.data:
+                        self.events.append(sse)
         finally:
             self.ended.set()
 
@@ -85,7 +87,9 @@ class ResumingClient:
     hangs up by itself after that many events, to force resumes.
     """
 
-    def __init__(self, urls: list[str], path: str, drop_every: int | None = None, pause: float = 0.05) -> None:
+    def __init__(
+        self, urls: list[str], path: str, drop_every: int | None = None, pause: float = 0.05
+    ) -> None:
         self.urls = urls
         self.path = path
         self.drop_every = drop_every

@@ -39,12 +39,11 @@ def make_user(name: str, staff: bool = False):
 
 
 async def status_of(url: str, **kwargs) -> tuple[int, dict]:
-    async with httpx.AsyncClient(timeout=10, **kwargs) as client:
-        async with client.stream("GET", url) as response:
-            if response.status_code == 200:
-                return 200, dict(response.headers)
-            await response.aread()
-            return response.status_code, response.json()
+    async with httpx.AsyncClient(timeout=10, **kwargs) as client, client.stream("GET", url) as response:
+        if response.status_code == 200:
+            return 200, dict(response.headers)
+        await response.aread()
+        return response.status_code, response.json()
 
 
 @pytest.fixture
@@ -132,8 +131,11 @@ async def test_cors_preflight_and_publish(cors_daphne: Daphne, server_env) -> No
     async with httpx.AsyncClient(base_url=cors_daphne.url) as client:
         preflight = await client.options(
             f"/events/{name}/",
-            headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST",
-                     "Access-Control-Request-Headers": "authorization, content-type"},
+            headers={
+                "Origin": ORIGIN,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
         )
         assert preflight.status_code == 204
         assert preflight.headers["access-control-allow-origin"] == ORIGIN
@@ -142,8 +144,9 @@ async def test_cors_preflight_and_publish(cors_daphne: Daphne, server_env) -> No
         evil = await client.options(f"/events/{name}/", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in evil.headers
         published = await client.post(
-            f"/events/{name}/", json={"data": 1}, headers={
-                "Origin": ORIGIN, "Authorization": f"Bearer {server_env['EVENTS_PUBLISH_TOKEN']}"},
+            f"/events/{name}/",
+            json={"data": 1},
+            headers={"Origin": ORIGIN, "Authorization": f"Bearer {server_env['EVENTS_PUBLISH_TOKEN']}"},
         )
         assert published.status_code == 201
         assert published.headers["access-control-allow-origin"] == ORIGIN

@@ -76,7 +76,8 @@ async def test_chaos_exactly_once_in_order(server_env) -> None:
         publishers = [
             subprocess.Popen(
                 [sys.executable, "-m", "tests.e2e.publisher", tag, str(per_publisher), a, b],
-                cwd=ROOT, env=server_env,
+                cwd=ROOT,
+                env=server_env,
             )
             for tag in ("p1", "p2")
         ]

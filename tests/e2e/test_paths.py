@@ -42,7 +42,11 @@ async def test_management_command_in_its_own_process(daphne: Daphne, server_env)
         result = await asyncio.to_thread(
             subprocess.run,
             [sys.executable, "manage.py", "send_event", name, '{"from": "command"}', "--event", "cli"],
-            cwd=ROOT, env=server_env, capture_output=True, text=True, timeout=60,
+            cwd=ROOT,
+            env=server_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == f"{name}:1"
@@ -78,13 +82,20 @@ async def test_model_signal_in_another_process(daphne: Daphne) -> None:
 @contextlib.asynccontextmanager
 async def staff_client(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client logged into the admin as a staff user, as a browser would be."""
-    await sync_to_async(get_user_model().objects.create_superuser)("staff", "staff@example.com", "pw-for-tests")
+    await sync_to_async(get_user_model().objects.create_superuser)(
+        "staff", "staff@example.com", "pw-for-tests"
+    )
     async with httpx.AsyncClient(base_url=base_url, follow_redirects=False) as client:
         login = await client.get("/admin/login/")
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login.text).group(1)
         response = await client.post(
             "/admin/login/",
-            data={"username": "staff", "password": "pw-for-tests", "csrfmiddlewaretoken": token, "next": "/admin/"},
+            data={
+                "username": "staff",
+                "password": "pw-for-tests",
+                "csrfmiddlewaretoken": token,
+                "next": "/admin/",
+            },
         )
         assert response.status_code == 302, response.text
         yield client

@@ -33,7 +33,7 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Feed page:  {base}/feed/?channel=public\n"
             f"Admin:      {base}/admin/   (create a user: python manage.py createsuperuser)\n"
-            f"Publish:    python manage.py send_event public '{{\"hello\": \"world\"}}'\n"
+            f'Publish:    python manage.py send_event public \'{{"hello": "world"}}\'\n'
         )
         daphne = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "site_config.asgi:application"]
