@@ -1,6 +1,9 @@
+"""The demo Order admin: select orders, run "Broadcast the status…", watch /feed/?channel=orders."""
+
 from __future__ import annotations
 
 from django.contrib import admin
+from django.urls import reverse
 
 from demo.models import Order
 from events.admin import broadcast_action
@@ -9,7 +12,10 @@ from events.admin import broadcast_action
 @admin.register(Order)
 class OrderAdmin(admin.ModelAdmin):
     list_display = ["id", "customer", "status", "total"]
+    # Editing a status in the list and saving also sends `order.updated` (demo/apps.py).
+    list_editable = ["status"]
     list_filter = ["status"]
+    search_fields = ["customer"]
     actions = [
         broadcast_action(
             "orders",
@@ -18,3 +24,7 @@ class OrderAdmin(admin.ModelAdmin):
             description="Broadcast the status of the selected orders",
         )
     ]
+
+    def view_on_site(self, obj: Order) -> str:
+        # "View on site": the live feed of the channel these orders are broadcast to.
+        return f"{reverse('feed')}?channel=orders"

@@ -1,6 +1,6 @@
 """Live Server-Sent Events for Django.
 
-    from events import send_event, asend_event
+from events import send_event, asend_event
 """
 
 from __future__ import annotations

@@ -11,8 +11,11 @@ from django.contrib import admin, messages
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.http import urlencode
 from django.utils.text import Truncator
 
+from events import presence
 from events.models import Event
 from events.names import channel_error, event_type_error, validate_channel, validate_event_type
 from events.publish import encode_payload, send_event
@@ -55,7 +58,11 @@ def broadcast_action(
 
 
 class EventForm(forms.ModelForm):
-    data = forms.CharField(widget=forms.Textarea(attrs={"rows": 6}), help_text="Any JSON value", initial="{}")
+    data = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 6, "spellcheck": "false"}),
+        help_text='Any JSON value, e.g. {"hello": "world"}. Saving sends the event to every open stream.',
+        initial="{}",
+    )
 
     class Meta:
         model = Event
@@ -92,6 +99,23 @@ class EventAdmin(admin.ModelAdmin):
     date_hierarchy = "created"
     actions = ["send_again"]
     list_per_page = 50
+    # Shows the open streams per channel, across processes, above the list.
+    change_list_template = "admin/events/event/change_list.html"
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        try:
+            live: dict[str, Any] = {**presence.counts(), "error": ""}
+        except presence.PresenceUnavailable as exc:
+            live = {"channels": {}, "processes": 0, "error": str(exc)}
+        return super().changelist_view(request, {**(extra_context or {}), "presence": live})
+
+    def view_on_site(self, obj: Event) -> str:
+        return f"{reverse('feed')}?{urlencode({'channel': obj.channel})}"
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        # "Add event" opens ready to send to the feed's default channel (?channel= overrides).
+        initial = {"channel": "public", "type": "message", "data": "{}"}
+        return {**initial, **super().get_changeform_initial_data(request)}
 
     @admin.display(description="data")
     def short_data(self, obj: Event) -> str:

@@ -28,6 +28,7 @@ from channels.layers import get_channel_layer
 from events import sse, store
 from events.conf import conf
 from events.messages import EVENT_MESSAGE, PING_MESSAGE, EventMessage, group_name
+from events.presence import PresenceWriter
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,9 @@ class Hub:
         self._pong: asyncio.Event = asyncio.Event()
         # Channels whose streams were ended when the layer was lost; left later.
         self._orphans: set[str] = set()
+        # Subscriber counts in Redis (events/presence.py): told of every change to
+        # `channels[...].subscribers` below, written from its own task.
+        self.presence = PresenceWriter(self)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -102,6 +106,7 @@ class Hub:
                 asyncio.create_task(self._receive_loop(), name="events-hub-receive"),
                 asyncio.create_task(self._heartbeat_loop(), name="events-hub-heartbeat"),
                 asyncio.create_task(self._liveness_loop(), name="events-hub-liveness"),
+                asyncio.create_task(self.presence.run(), name="events-hub-presence"),
             ]
             self._started.set_result(None)
         await self._started
@@ -109,12 +114,11 @@ class Hub:
     async def aclose(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        if self._tasks:
+            # Bounded: a task stuck in a layer call must not hold up a shutdown.
+            await asyncio.wait(self._tasks, timeout=LAYER_TIMEOUT_SECONDS)
         self._tasks = []
+        await self.presence.aclose()  # a clean stop removes this process's counts at once
         channels, self.channels = list(self.channels), {}
         if self.channel_name is not None:
             for channel in channels:
@@ -142,6 +146,7 @@ class Hub:
                 state = self.channels[channel] = ChannelState()
                 joins.append(asyncio.create_task(self._join(channel, state)))
             state.subscribers.add(stream)
+        self.presence.changed()
         if joins:
             # A failed join is reported through state.error below.
             await asyncio.gather(*joins, return_exceptions=True)
@@ -158,11 +163,15 @@ class Hub:
 
     async def unsubscribe(self, stream: Stream) -> None:
         self.streams.discard(stream)
+        # Before the awaits below as well as after each removal: the presence writer
+        # may run in between, and the last state must always be written.
+        self.presence.changed()
         for channel in stream.channels:
             state = self.channels.get(channel)
             if state is None:
                 continue
             state.subscribers.discard(stream)
+            self.presence.changed()
             if not state.subscribers:
                 del self.channels[channel]
                 try:
@@ -229,7 +238,9 @@ class Hub:
         """Deliver seqs after state.last_seq up to `upto` from the store (lock held)."""
         first = state.last_seq + 1
         missed = await _between({channel: (state.last_seq, upto)})
-        logger.warning("channel %r: seqs %d..%d %s; %d filled from the store", channel, first, upto, why, len(missed))
+        logger.warning(
+            "channel %r: seqs %d..%d %s; %d filled from the store", channel, first, upto, why, len(missed)
+        )
         for event in missed:
             await self._deliver(channel, state, event.seq, event.type, event.data)
 
@@ -278,7 +289,6 @@ class Hub:
                     except Exception:
                         logger.exception("heartbeat to a stream failed")
 
-
     async def _liveness_loop(self) -> None:
         """Ping ourselves through the layer; if it does not come back, the layer is lost.
 
@@ -294,7 +304,9 @@ class Hub:
             await asyncio.sleep(min(PING_INTERVAL_SECONDS, conf.heartbeat_seconds))
             self._pong.clear()
             try:
-                await asyncio.wait_for(self.layer.send(self.channel_name, {"type": PING_MESSAGE}), PING_TIMEOUT_SECONDS)
+                await asyncio.wait_for(
+                    self.layer.send(self.channel_name, {"type": PING_MESSAGE}), PING_TIMEOUT_SECONDS
+                )
                 await asyncio.wait_for(self._pong.wait(), PING_TIMEOUT_SECONDS)
             except Exception as exc:
                 logger.error("channel layer lost (%r); ending %d local streams", exc, len(self.streams))

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_EVENT_TYPE = "message"
+# The open events.testing.capture_events() lists: each gets every event sent meanwhile.
+captures: list[list[Event]] = []
 
 
 def encode_payload(data: Any) -> str:
@@ -64,6 +66,8 @@ def send_event(channel: str, data: Any, event: str = DEFAULT_EVENT_TYPE) -> Even
     from events import store
 
     stored = store.append(channel, event, encoded)
+    for outbox in captures:  # events.testing.capture_events(); empty outside tests
+        outbox.append(stored)
     transaction.on_commit(lambda: _after_commit(stored))
     return stored
 

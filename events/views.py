@@ -15,12 +15,14 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import render
+from django.utils.module_loading import import_string
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
-from events import cors
+from events import cors, presence
 from events.conf import conf
 from events.names import channel_error, event_type_error
+from events.positions import format_position
 from events.publish import send_event
 
 logger = logging.getLogger(__name__)
@@ -68,8 +70,11 @@ def _authorise(request: HttpRequest) -> JsonResponse | None:
         return error(403, "invalid publish token")
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
-        return error(401, "authentication required: a staff session or 'Authorization: Bearer <token>'",
-                     WWW_Authenticate='Bearer realm="events"')
+        return error(
+            401,
+            "authentication required: a staff session or 'Authorization: Bearer <token>'",
+            WWW_Authenticate='Bearer realm="events"',
+        )
     if not (user.is_active and user.is_staff):
         return error(403, "only staff users may publish")
     # A session is ambient authority: demand the CSRF token, as Django does for forms.
@@ -84,7 +89,9 @@ def publish(request: HttpRequest, channel: str = "") -> HttpResponse:
     if request.method == "OPTIONS":
         return _with_cors(request, HttpResponse(status=204), preflight=True)
     if request.method != "POST":
-        return _with_cors(request, error(405, f"{request.method} is not allowed here", Allow="GET, POST, OPTIONS"))
+        return _with_cors(
+            request, error(405, f"{request.method} is not allowed here", Allow="GET, POST, OPTIONS")
+        )
     problem = channel_error(channel) if channel else "no channel: publish to /events/<channel>/"
     if problem:
         return _with_cors(request, error(400, problem))
@@ -98,7 +105,9 @@ def publish(request: HttpRequest, channel: str = "") -> HttpResponse:
     except (ValueError, UnicodeDecodeError, RecursionError):
         return _with_cors(request, error(400, "the body is not valid JSON"))
     if not isinstance(body, dict) or "data" not in body:
-        return _with_cors(request, error(400, 'the body must be a JSON object: {"event": "type", "data": ...}'))
+        return _with_cors(
+            request, error(400, 'the body must be a JSON object: {"event": "type", "data": ...}')
+        )
     extra = set(body) - {"event", "data"}
     if extra:
         return _with_cors(request, error(400, f"unknown field(s): {', '.join(sorted(extra))}"))
@@ -109,7 +118,8 @@ def publish(request: HttpRequest, channel: str = "") -> HttpResponse:
     return _with_cors(request, JsonResponse({"id": event.sse_id}, status=201))
 
 
-def feed(request: HttpRequest) -> HttpResponse:
+def _feed_channels(request: HttpRequest) -> list[str] | JsonResponse:
+    """The page's channels (default `public`), or the 400 answer for bad ones."""
     channels = list(dict.fromkeys(request.GET.getlist("channel"))) or ["public"]
     for name in channels:
         problem = channel_error(name)
@@ -117,12 +127,77 @@ def feed(request: HttpRequest) -> HttpResponse:
             return error(400, problem)
     if len(channels) > conf.max_channels_per_stream:
         return error(400, f"at most {conf.max_channels_per_stream} channels per stream")
+    return channels
+
+
+def _unreadable(request: HttpRequest, channels: list[str]) -> list[str]:
+    """The channels the read policy refuses to this user (the stream would answer 403)."""
+    policy = import_string(conf.channel_policy)
+    return [name for name in channels if not policy(request.user, name)]
+
+
+def _known_types(channels: list[str], extra: list[str]) -> list[str]:
     from events.models import Event
 
-    known = Event.objects.filter(channel__in=channels).values_list("type", flat=True).distinct()
-    extra = [name for name in request.GET.getlist("type") if not event_type_error(name)]
-    types = sorted({*known[:FEED_MAX_TYPES], *extra[:FEED_MAX_TYPES]})
-    return render(request, "events/feed.html", {"channels": channels, "types": types})
+    # order_by(): the model's default ordering would otherwise join the DISTINCT.
+    known = (
+        Event.objects.filter(channel__in=channels).order_by("type").values_list("type", flat=True).distinct()
+    )
+    wanted = [name for name in extra if not event_type_error(name)]
+    return sorted({*known[:FEED_MAX_TYPES], *wanted[:FEED_MAX_TYPES]})
+
+
+def feed(request: HttpRequest) -> HttpResponse:
+    """The live feed page: /feed/?channel=a&channel=b (events/static/events/feed.js)."""
+    channels = _feed_channels(request)
+    if isinstance(channels, JsonResponse):
+        return channels
+    denied = _unreadable(request, channels)
+    context: dict[str, Any] = {"channels": channels, "denied": denied, "types": [], "position": ""}
+    if denied:
+        return render(request, "events/feed.html", context, status=403)
+    from events import store
+
+    context["types"] = _known_types(channels, request.GET.getlist("type"))
+    # The stream starts from the position the page was rendered at (?last_event_id=),
+    # so events published while the page loads are not missed, and the page knows
+    # every channel's seq from the start: with several channels it tells which one
+    # an event belongs to by the seq that moved (events/positions.py).
+    context["position"] = format_position(store.last_seqs(channels), channels)
+    context["config"] = {key: context[key] for key in ("channels", "types", "position")}
+    return render(request, "events/feed.html", context)
+
+
+def feed_types(request: HttpRequest) -> HttpResponse:
+    """GET /feed/types/?channel=a: the event types these channels have used.
+
+    EventSource hands named events only to listeners registered per name; the feed
+    asks here when a seq gap shows it skipped events of a type it did not know.
+    """
+    channels = _feed_channels(request)
+    if isinstance(channels, JsonResponse):
+        return channels
+    denied = _unreadable(request, channels)
+    if denied:
+        return error(403, f"not allowed to read channel {denied[0]!r}")
+    return JsonResponse({"types": _known_types(channels, [])})
+
+
+def presence_counts(request: HttpRequest) -> HttpResponse:
+    """GET /presence/: open streams per channel across all processes (staff only)."""
+    if request.method not in ("GET", "HEAD"):
+        return error(405, f"{request.method} is not allowed here", Allow="GET, HEAD")
+    user = request.user
+    # JSON, never the login page: this is read by scripts and dashboards.
+    if not user.is_authenticated:
+        return error(403, "authentication required: log in as a staff user")
+    if not (user.is_active and user.is_staff):
+        return error(403, "only staff users may see subscriber counts")
+    try:
+        counts = presence.counts()
+    except presence.PresenceUnavailable as exc:
+        return error(503, str(exc))
+    return JsonResponse({**counts, "ttl_seconds": conf.presence_ttl_seconds})
 
 
 async def healthz(request: HttpRequest) -> HttpResponse:

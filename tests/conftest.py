@@ -11,6 +11,9 @@ from django.db import connection
 from events.hub import close_hub
 from tests.servers import ROOT, Daphne, RedisServer
 
+# The `sent_events` fixture, enabled as the README tells users to (tests/test_testing.py).
+pytest_plugins = ["events.testing"]
+
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:

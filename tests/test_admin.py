@@ -179,3 +179,25 @@ def test_order_broadcast_action_sends_one_event_per_order(admin_client: Client) 
     assert unselected.pk not in {p["id"] for p in payloads}
     messages = [str(m) for m in admin_client.get("/admin/demo/order/").context["messages"]]
     assert "Sent 2 event(s) as 'order-status'." in messages
+
+
+def test_add_form_starts_ready_to_send_to_the_feeds_default_channel(admin_client: Client) -> None:
+    form = admin_client.get(ADD).context["adminform"].form
+    assert (form["channel"].value(), form["type"].value(), form["data"].value()) == (
+        "public",
+        "message",
+        "{}",
+    )
+    # ?channel= (a link from elsewhere) picks another.
+    assert (
+        admin_client.get(ADD, {"channel": "orders"}).context["adminform"].form["channel"].value() == "orders"
+    )
+
+
+def test_view_on_site_opens_the_live_feed_of_the_channel(admin_client: Client) -> None:
+    event = send_event(channel(), 1)
+    html = admin_client.get(f"/admin/events/event/{event.pk}/change/").content.decode()
+    assert f'href="/feed/?channel={event.channel}"' in html  # the "View on site" button
+    order = Order.objects.create(customer="Di")
+    html = admin_client.get(f"/admin/demo/order/{order.pk}/change/").content.decode()
+    assert 'href="/feed/?channel=orders"' in html

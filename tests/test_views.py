@@ -409,24 +409,32 @@ def test_healthz_503_when_the_channel_layer_is_down(client: Client) -> None:
 # /feed/
 
 
+def feed_config(html: str) -> dict[str, Any]:
+    """The JSON the feed page hands its script (json_script "feed-config")."""
+    start = html.index('<script id="feed-config" type="application/json">') + len(
+        '<script id="feed-config" type="application/json">'
+    )
+    return json.loads(html[start : html.index("</script>", start)])
+
+
 def test_feed_page(client: Client) -> None:
     response = client.get("/feed/")
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/html")
     html = response.content.decode()
     assert "<code>public</code>" in html
-    assert '<script type="module"' in html
-    assert '<script id="feed-channels" type="application/json">["public"]</script>' in html
+    assert '<script type="module" src="/static/events/feed.js">' in html
+    assert feed_config(html)["channels"] == ["public"]
 
 
 def test_feed_page_lists_the_requested_channels_and_known_types(client: Client) -> None:
     a, b = channel(), channel()
     post(client, a, {"event": "order-paid", "data": 1})
+    post(client, a, {"event": "order-paid", "data": 2})
     response = client.get("/feed/", {"channel": [a, b, a]})
     assert response.status_code == 200
-    html = response.content.decode()
-    assert f'<script id="feed-channels" type="application/json">["{a}", "{b}"]</script>' in html
-    assert "order-paid" in html
+    config = feed_config(response.content.decode())
+    assert config == {"channels": [a, b], "types": ["order-paid"], "position": f"{a}:2,{b}:0"}
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,200 @@
+"""Live subscriber counts: open streams per channel, across every daphne process.
+
+Each hub (one per daphne process, see events/hub.py) owns one Redis hash,
+`<prefix>:presence:<uuid>`, mapping channel -> number of its open streams. The hub
+rewrites the hash whenever its streams change (bursts coalesced) and at least every
+third of EVENTS_PRESENCE_TTL_SECONDS, each time with that TTL. A process that dies
+stops refreshing, so its counts vanish within the TTL; one that stops cleanly deletes
+its hash at once. Readers SCAN the hashes and add them up.
+
+Intentional divergence from INCR/DECR on one shared hash: a process killed with streams
+open would leave its increments behind for ever, while per-process hashes that expire
+need no clean-up by anyone.
+
+The writer runs in its own task of the hub; a Redis failure here is logged and retried
+and never touches delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import Any, Protocol, TypedDict
+
+import redis
+import redis.asyncio
+from django.conf import settings
+
+from events.conf import conf
+
+logger = logging.getLogger(__name__)
+
+KEY_INFIX = ":presence:"
+# After a write, changes are gathered for this long before the next one, so that a
+# burst of connects (a deploy, a reconnect storm) costs a few writes, not thousands.
+COALESCE_SECONDS = 0.1
+# No Redis call here may take longer than this (an unreachable Redis otherwise retries).
+REDIS_TIMEOUT_SECONDS = 2.0
+
+
+class PresenceUnavailable(Exception):
+    """The counts cannot be read: no Redis channel layer, or Redis does not answer."""
+
+
+class Presence(TypedDict):
+    channels: dict[str, int]  # channel -> open streams, all processes together
+    processes: int  # processes (hubs) that have open streams
+
+
+class _Channel(Protocol):
+    subscribers: Any
+
+
+class _Hub(Protocol):
+    channels: dict[str, Any]
+
+
+def _layer_config() -> dict[str, Any]:
+    layers = getattr(settings, "CHANNEL_LAYERS", None) or {}
+    config = layers.get("default", {}).get("CONFIG", {})
+    return config if isinstance(config, dict) else {}
+
+
+def redis_url() -> str | None:
+    """The Redis of the default channel layer (presence lives beside the events)."""
+    hosts = _layer_config().get("hosts") or []
+    if not hosts:
+        return None
+    host = hosts[0]
+    if isinstance(host, dict):
+        host = host.get("address")
+    # channels_redis also takes ("host", port) pairs.
+    if isinstance(host, (tuple, list)) and len(host) == 2:
+        return f"redis://{host[0]}:{host[1]}/0"
+    return host if isinstance(host, str) else None
+
+
+def key_prefix() -> str:
+    return f"{_layer_config().get('prefix', 'asgi')}{KEY_INFIX}"
+
+
+def _glob_escape(text: str) -> str:
+    # SCAN MATCH is a glob: a prefix with * ? [ ] must match only itself.
+    return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)
+
+
+class PresenceWriter:
+    """Keeps one hub's counts in Redis (runs as a task of the hub)."""
+
+    def __init__(self, hub: _Hub) -> None:
+        self.hub = hub
+        self.id = uuid.uuid4().hex
+        self._changed = asyncio.Event()
+        self._client: redis.asyncio.Redis | None = None
+        self._key: str | None = None
+        self._failing = False
+
+    @property
+    def key(self) -> str:
+        if self._key is None:
+            self._key = key_prefix() + self.id
+        return self._key
+
+    def counts(self) -> dict[str, int]:
+        channels = self.hub.channels.items()
+        return {name: len(state.subscribers) for name, state in channels if state.subscribers}
+
+    def changed(self) -> None:
+        """The hub's streams changed: write soon."""
+        self._changed.set()
+
+    def _redis(self) -> redis.asyncio.Redis | None:
+        if self._client is None:
+            url = redis_url()
+            if url is None:
+                return None
+            self._client = redis.asyncio.Redis.from_url(
+                url, socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS
+            )
+        return self._client
+
+    async def run(self) -> None:
+        while True:
+            # Woken by a change, or after a third of the TTL to refresh it. asyncio.timeout,
+            # not wait_for: on 3.11 wait_for swallows a cancel that arrives as the event is
+            # set, and the hub's aclose() would then wait for this task for ever.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(conf.presence_ttl_seconds / 3):
+                    await self._changed.wait()
+            self._changed.clear()
+            try:
+                await self.write()
+            except Exception as exc:
+                if not self._failing:  # once per outage, not every few seconds
+                    logger.warning("writing subscriber counts to Redis failed: %r", exc)
+                self._failing = True
+            else:
+                self._failing = False
+            await asyncio.sleep(COALESCE_SECONDS)
+
+    async def write(self) -> None:
+        client = self._redis()
+        if client is None:
+            return
+        counts = self.counts()
+        ttl_ms = max(1, round(conf.presence_ttl_seconds * 1000))
+        # One transaction: readers never see the hash half-written or without a TTL.
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.delete(self.key)
+            if counts:
+                pipe.hset(self.key, mapping=counts)
+                pipe.pexpire(self.key, ttl_ms)
+            async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+                await pipe.execute()
+
+    async def aclose(self) -> None:
+        """Remove this hub's counts now (a clean stop), and close the connection."""
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+                await client.delete(self.key)
+        except Exception as exc:
+            logger.info("removing subscriber counts failed (they expire anyway): %r", exc)
+        finally:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+                    await client.aclose()
+
+
+def counts() -> Presence:
+    """Open streams per channel, summed over every live process (sync)."""
+    url = redis_url()
+    if url is None:
+        raise PresenceUnavailable("subscriber counts need a Redis channel layer (CHANNEL_LAYERS hosts)")
+    client = redis.Redis.from_url(
+        url, socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS
+    )
+    try:
+        keys = list(client.scan_iter(match=_glob_escape(key_prefix()) + "*", count=1000))
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(key)
+        hashes = pipe.execute() if keys else []
+    except redis.RedisError as exc:
+        raise PresenceUnavailable(f"Redis did not answer: {exc}") from exc
+    finally:
+        client.close()
+    total: dict[str, int] = {}
+    processes = 0
+    for mapping in hashes:
+        if not mapping:  # expired between SCAN and HGETALL
+            continue
+        processes += 1
+        for name, value in mapping.items():
+            channel = name.decode()
+            total[channel] = total.get(channel, 0) + int(value)
+    return {"channels": dict(sorted(total.items())), "processes": processes}
