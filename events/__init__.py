@@ -1,7 +1,4 @@
-"""Live Server-Sent Events for Django.
-
-from events import send_event, asend_event
-"""
+"""Live Server-Sent Events for Django: `from events import send_event, asend_event`."""
 
 from __future__ import annotations
 
