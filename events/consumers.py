@@ -37,8 +37,8 @@ from events.conf import conf
 from events.hub import get_hub
 from events.names import CHANNEL_MAX, channel_error
 from events.policy import denied_channels
-from events.tokens import TokenError, granted_channels
 from events.positions import format_position, parse_position
+from events.tokens import TokenError, granted_channels
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,53 @@ ID_BYTES_PER_CHANNEL = CHANNEL_MAX + 21
 
 # Open streams per client address in this process (EVENTS_MAX_STREAMS_PER_CLIENT).
 _open_by_client: collections.Counter[str] = collections.Counter()
+
+
+def _direct_request(server_send: Any) -> Any:
+    """daphne's request object for a stream whose body chunks may go straight to the
+    socket (see _write_direct), or None: not daphne, TLS, or a response not chunked."""
+    transport = transport_of(server_send)
+    if transport is None or getattr(transport, "socket", None) is None or getattr(transport, "TLS", True):
+        return None
+    request = server_send.args[0]
+    return request if getattr(request, "chunked", False) else None
+
+
+def _write_direct(request: Any, transport: Any, data: bytes) -> bool:
+    """The hot path of fan-out under daphne: one body chunk, straight to the socket.
+
+    Through the ASGI send, each chunk passes the session middleware's wrapper, daphne's
+    reply checks and Twisted's Request.write, and Twisted then registers the socket
+    with the event loop for writing and unregisters it once flushed, a loop iteration
+    later: two epoll_ctl calls and a dozen Python frames per stream per event (a
+    profile of 1,000 streams at 20 events/s spent 3/4 of the server's CPU there).
+    When nothing is queued in Twisted for this connection, the same chunk (HTTP/1.1
+    chunked framing, as Twisted's toChunk writes it) is sent to the socket at once;
+    whatever the kernel does not take goes to Twisted's buffer, so order is kept and
+    backpressure (events/backpressure.py) still sees it. Anything unusual (a response
+    finished, a connection closing or closed, bytes already queued) answers False,
+    and the chunk takes the ordinary ASGI path.
+    """
+    if (
+        request.finished
+        or request._disconnected
+        or not transport.connected
+        or transport.disconnecting
+        or transport._tempDataLen
+        or len(transport.dataBuffer) > transport.offset
+    ):
+        return False
+    chunk = b"%x\r\n%b\r\n" % (len(data), data)
+    try:
+        sent = transport.socket.send(chunk)
+    except (BlockingIOError, InterruptedError):
+        sent = 0
+    except OSError:
+        return False  # the connection is failing: let Twisted find out and report it
+    request.sentLength += len(data)
+    if sent < len(chunk):
+        transport.write(chunk[sent:])
+    return True
 
 
 class BadRequest(Exception):
@@ -106,6 +153,9 @@ class EventStreamConsumer(AsyncHttpConsumer):
         self.subscribed = False
         self.closed = False
         self.transport: Any = None
+        # Set once the stream's first bytes are out, when its chunks may be written
+        # straight to the socket (_write_direct).
+        self.direct_request: Any = None
         self.client_address: str | None = None
 
     # -- request -------------------------------------------------------------------
@@ -146,6 +196,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         self.streaming = True
         self.transport = transport_of(self.scope.get(SERVER_SEND_KEY))
         await self._write(sse.format_retry(conf.retry_ms) + sse.format_comment("ok"))
+        self.direct_request = _direct_request(self.scope.get(SERVER_SEND_KEY))
 
         hub = get_hub()
         self.pending = []
@@ -267,10 +318,13 @@ class EventStreamConsumer(AsyncHttpConsumer):
         if self.closed:
             return
         self.last_write = asyncio.get_running_loop().time()
-        await self.send({"type": "http.response.body", "body": data, "more_body": True})
+        if self.direct_request is None or not _write_direct(self.direct_request, self.transport, data):
+            await self.send({"type": "http.response.body", "body": data, "more_body": True})
         if self.transport is not None:
             queued = queued_bytes(self.transport)
-            if queued is not None and queued > conf.max_queued_bytes:
+            # Nothing queued is the usual case: skip reading the setting (a Django
+            # settings lookup per write was a tenth of the fan-out's CPU).
+            if queued and queued > conf.max_queued_bytes:
                 logger.warning(
                     "stream %s has %d bytes queued for a client that does not read; ending it",
                     self.channels,
@@ -305,9 +359,27 @@ class EventStreamConsumer(AsyncHttpConsumer):
         while (queued_bytes(self.transport) or 0) > 0 and loop.time() < deadline:
             await asyncio.sleep(0.01)
 
+    async def _serve(self, scope: Any, receive: Any, send: Any) -> None:
+        """AsyncConsumer.__call__ without a layer channel, and without its
+        await_many_dispatch: for a single message source that helper keeps a Task, an
+        asyncio.wait() waiter and its set alive for as long as the connection is open.
+        A plain loop dispatches the same messages in the same order, one at a time, for
+        about 2 KB less per open stream (measured with 10,000 streams, bench/)."""
+        if self.channel_layer_alias is not None:
+            await super().__call__(scope, receive, send)
+            return
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            await self._serve(scope, receive, send)
         except asyncio.CancelledError:
             # daphne cancels every application at shutdown (SIGTERM). The connection is
             # still open here: end the stream with a jittered retry so that thousands
@@ -355,7 +427,7 @@ async def _plan_resume(
     """Which channels must be reset (with why), and the stored events to replay."""
     parsed = parse_position(resume)
     if parsed is None:
-        return {channel: "malformed id" for channel in channels}, []
+        return dict.fromkeys(channels, "malformed id"), []
     reset: dict[str, str] = {}
     wanted: dict[str, tuple[int, int]] = {}
     for channel in channels:

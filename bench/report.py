@@ -1,0 +1,226 @@
+"""Turning a results dict into the printed table, the README's markdown and the plot.
+
+Ratios read the same way in every row: "vs django-eventstream" is how many times better
+ours is (theirs / ours for costs, ours / theirs for throughput), "vs raw ceiling" is
+how far from the ceiling ours is (ours / raw for costs, raw / ours for throughput).
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.run import PEER_VENV, ROOT
+
+Case = dict[str, Any]
+# (label, getter, format, higher_is_better)
+Metric = tuple[str, Callable[[Case], float | None], str, bool]
+
+
+def _get(*keys: str) -> Callable[[Case], float | None]:
+    def getter(case: Case) -> float | None:
+        value: Any = case
+        for key in keys:
+            if not isinstance(value, dict) or key not in value:
+                return None
+            value = value[key]
+        return value  # type: ignore[no-any-return]
+
+    return getter
+
+
+def _percent(*keys: str) -> Callable[[Case], float | None]:
+    getter = _get(*keys)
+
+    def percent(case: Case) -> float | None:
+        value = getter(case)
+        return None if value is None else value * 100
+
+    return percent
+
+
+def _ok200(case: Case) -> float | None:
+    return case.get("open", {}).get("statuses", {}).get("200", 0)
+
+
+def _lost(case: Case) -> float | None:
+    if "latency" not in case:
+        return None
+    return case["latency"]["lost"] + case.get("saturation", {}).get("lost", 0)
+
+
+def _dup(case: Case) -> float | None:
+    if "latency" not in case:
+        return None
+    return case["latency"]["duplicated"] + case.get("saturation", {}).get("duplicated", 0)
+
+
+LOAD_METRICS: list[Metric] = [
+    ("streams answered 200", _ok200, "{:,.0f}", True),
+    ("time to open N streams (s)", _get("open", "seconds"), "{:.2f}", False),
+    ("latency p50 @ 20 ev/s (ms)", _get("latency", "latency_ms", "p50"), "{:.1f}", False),
+    ("latency p99 @ 20 ev/s (ms)", _get("latency", "latency_ms", "p99"), "{:.1f}", False),
+    ("latency max @ 20 ev/s (ms)", _get("latency", "latency_ms", "max"), "{:.1f}", False),
+    ("saturation deliveries/s", _get("saturation", "deliveries_per_second"), "{:,.0f}", True),
+    (
+        "server CPU per delivery at saturation (us)",
+        _get("saturation", "server_us_per_delivery"),
+        "{:.1f}",
+        False,
+    ),
+    ("server CPU per delivery @ 20 ev/s (us)", _get("latency", "server_us_per_delivery"), "{:.1f}", False),
+    ("lost deliveries", _lost, "{:,.0f}", False),
+    ("duplicated deliveries", _dup, "{:,.0f}", False),
+    ("RSS per open stream (KB)", _get("open", "rss_per_stream_kb"), "{:.1f}", False),
+    ("server busy at saturation (% of its core)", _percent("saturation", "server_cpu_busy"), "{:.0f}", True),
+    ("load generator busy at saturation (%)", _percent("saturation", "client_busy"), "{:.0f}", False),
+]
+RSS_METRICS: list[Metric] = [
+    ("streams answered 200", _ok200, "{:,.0f}", True),
+    ("time to open N streams (s)", _get("open", "seconds"), "{:.2f}", False),
+    ("RSS per open stream (KB)", _get("open", "rss_per_stream_kb"), "{:.1f}", False),
+]
+NO_RATIO = {
+    "streams answered 200",
+    "lost deliveries",
+    "duplicated deliveries",
+    "server busy at saturation (% of its core)",
+    "load generator busy at saturation (%)",
+}
+
+
+def _fmt(value: float | None, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return fmt.format(value)
+
+
+def _ratio(ours: float | None, other: float | None, higher_is_better: bool, vs_ceiling: bool) -> str:
+    if ours is None or other is None or not ours or not other:
+        return "-"
+    if any(isinstance(v, float) and math.isnan(v) for v in (ours, other)):
+        return "-"
+    if vs_ceiling:
+        value = other / ours if higher_is_better else ours / other
+    else:
+        value = ours / other if higher_is_better else other / ours
+    return f"{value:.1f}x" if value >= 1 else f"{value:.2f}x"
+
+
+def rows(results: dict[str, Any]) -> list[list[str]]:
+    cases = results["cases"]
+    header = [
+        "N",
+        "metric",
+        "ours",
+        "django-eventstream",
+        "vs django-eventstream",
+        "raw ceiling",
+        "vs raw ceiling",
+    ]
+    out = [header]
+    groups: list[tuple[int, bool]] = []
+    for case in cases:
+        key = (case["n"], case["rss_only"])
+        if key not in groups:
+            groups.append(key)
+    for n, rss_only in groups:
+        by_system = {c["system"]: c for c in cases if c["n"] == n and c["rss_only"] == rss_only}
+        for label, getter, fmt, higher in RSS_METRICS if rss_only else LOAD_METRICS:
+            ours, peer, raw = (
+                getter(by_system[s]) if s in by_system else None for s in ("ours", "eventstream", "raw")
+            )
+            compare = label not in NO_RATIO
+            out.append(
+                [
+                    f"{n:,}",
+                    label,
+                    _fmt(ours, fmt),
+                    _fmt(peer, fmt),
+                    _ratio(ours, peer, higher, False) if compare else "",
+                    _fmt(raw, fmt),
+                    _ratio(ours, raw, higher, True) if compare else "",
+                ]
+            )
+    return out
+
+
+def text(results: dict[str, Any]) -> str:
+    table = rows(results)
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = []
+    previous = None
+    for row in table:
+        if previous is not None and row[0] != previous:
+            lines.append("-" * (sum(widths) + 2 * len(widths)))
+        previous = row[0]
+        lines.append(
+            "  ".join(cell.ljust(widths[i]) if i < 2 else cell.rjust(widths[i]) for i, cell in enumerate(row))
+        )
+    machine = results["machine"]
+    lines.append(
+        f"({machine['cores']} cores, {machine['cpu']}; Python {machine['python']}; "
+        f"server and Redis pinned to CPU {machine['server_cpu']}, load generator and publisher "
+        f"to CPU {machine['client_cpu']}: {machine['pinned']}; {results['seconds']:.0f} s)"
+    )
+    return "\n".join(lines)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    table = rows(results)
+    lines = ["| " + " | ".join(table[0]) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 5) + "|"]
+    previous = None
+    for row in table[1:]:
+        cells = list(row)
+        if cells[0] == previous:
+            cells[0] = ""
+        else:
+            previous = cells[0]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(results: dict[str, Any], path: Path) -> None:
+    path.write_text(markdown(results))
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Drawn by bench/plot.py in the benchmark's virtualenv, which has matplotlib."""
+    python = PEER_VENV / "bin" / "python"
+    source = path.with_suffix(".json")
+    subprocess.run([str(python), "-m", "bench.plot", str(source), str(path)], cwd=ROOT, check=True)
+
+
+def totals(results: dict[str, Any]) -> dict[str, int]:
+    ours = [c for c in results["cases"] if c["system"] == "ours"]
+    lost = sum(int(_lost(c) or 0) for c in ours)
+    duplicated = sum(int(_dup(c) or 0) for c in ours)
+    non_200 = sum(c["n"] - int(_ok200(c) or 0) for c in ours)
+    return {"lost": lost, "duplicated": duplicated, "non_200": non_200}
+
+
+def check(results: dict[str, Any]) -> tuple[bool, list[str]]:
+    """Our product's delivery guarantees in this run: all streams 200, 0 lost, 0 dup."""
+    problems = []
+    for case in results["cases"]:
+        if case["system"] != "ours":
+            continue
+        n = case["n"]
+        if case.get("open", {}).get("ready", 0) != n:
+            problems.append(
+                f"N={n}: {case.get('open', {}).get('ready', 0)} of {n} streams subscribed "
+                f"(statuses {case.get('open', {}).get('statuses')})"
+            )
+        if case["rss_only"]:
+            continue
+        for phase in ("latency", "saturation"):
+            if phase not in case:
+                problems.append(f"N={n}: no {phase} phase")
+                continue
+            data = case[phase]
+            if data["lost"] or data["duplicated"]:
+                problems.append(f"N={n} {phase}: {data['lost']} lost, {data['duplicated']} duplicated")
+    return not problems, problems

@@ -1,0 +1,40 @@
+"""The benchmark's smoke mode (issue 6): `python -m bench --smoke` runs our product at a
+tiny size (a private Redis, daphne, the load generator and a publisher, each its own
+process) and must finish with every stream answered 200 and every event delivered
+exactly once. Only completion and delivery counts are asserted, never a timing: the
+figures belong to `make bench`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.e2e
+def test_bench_smoke_delivers_every_event_exactly_once(tmp_path):
+    out = tmp_path / "smoke.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        stdin=subprocess.DEVNULL,
+    )
+    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
+    results = json.loads(out.read_text())
+    (case,) = results["cases"]
+    assert case["system"] == "ours"
+    assert case["open"]["statuses"] == {"200": case["n"]}
+    assert case["open"]["ready"] == case["n"]
+    for phase in ("latency", "saturation"):
+        assert case[phase]["lost"] == 0, case[phase]
+        assert case[phase]["duplicated"] == 0, case[phase]
+        assert case[phase]["deliveries"] == case[phase]["expected"] > 0, case[phase]
