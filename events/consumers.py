@@ -54,6 +54,13 @@ SHUTDOWN_RETRY_SPREAD_MS = 10_000
 SHUTDOWN_DRAIN_SECONDS = 2.0
 # An id is at most `<channel>:<19 digits>` per channel, joined by commas.
 ID_BYTES_PER_CHANNEL = CHANNEL_MAX + 21
+# A replay reads the store this many events at a time, so a long catch-up never holds
+# a channel's whole history in memory.
+REPLAY_PAGE = 200
+# A replay waits for a client that reads slowly (a long catch-up over a real network)
+# instead of ending it at EVENTS_MAX_QUEUED_BYTES; one that takes nothing for this long
+# is ended.
+REPLAY_STALL_SECONDS = 30.0
 
 
 # Open streams per client address in this process (EVENTS_MAX_STREAMS_PER_CLIENT).
@@ -157,6 +164,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         # straight to the socket (_write_direct).
         self.direct_request: Any = None
         self.client_address: str | None = None
+        self.responded = False
 
     # -- request -------------------------------------------------------------------
 
@@ -169,6 +177,11 @@ class EventStreamConsumer(AsyncHttpConsumer):
             await self.handle(b"".join(self.body))
         except BadRequest as exc:
             await self._reject(exc.status, exc.reason)
+        except Exception:
+            # A failing session store, database or custom policy: a reason, never a 500.
+            logger.exception("stream request for %s failed before it started", self.channels)
+            if not self.responded:
+                await self._reject(503, "the server could not check this request; try again")
         if not self.streaming:
             await self.disconnect()
             raise StopConsumer()
@@ -189,6 +202,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         await self._authorise(query)
         self._count_client()
 
+        self.responded = True
         await self.send_headers(status=200, headers=self._stream_headers(headers))
         if self.scope.get("method") == "HEAD":
             await self.send_body(b"")
@@ -271,10 +285,9 @@ class EventStreamConsumer(AsyncHttpConsumer):
                 self.positions[channel] = after
             if reset:
                 await self._write(self._reset_frame(reset))
-            for channel, _, events in replay:
-                for event in events:
-                    self.positions[channel] = event.seq
-                    await self._write(self._framed(sse.event_body(event.data, event.type)))
+            for channel, after, events in replay:
+                if not await self._replay(channel, after, live_from[channel], events):
+                    return
         # Set the client's last id even if no event has come yet, so that a reconnect
         # before the first event still resumes from here.
         await self._write(sse.format_id(format_position(self.positions, self.channels)))
@@ -283,6 +296,40 @@ class EventStreamConsumer(AsyncHttpConsumer):
             for channel, seq, frame, body in batch:
                 await self._emit(channel, seq, frame, body)
         self.pending = None
+
+    async def _replay(self, channel: str, after: int, upto: int, events: list[Any]) -> bool:
+        """Write a channel's stored events after `after` up to `upto`, page by page,
+        starting with `events` (the first page). False when the stream has ended."""
+        while True:
+            for event in events:
+                await self._wait_writable()
+                if self.closed:
+                    return False
+                self.positions[channel] = event.seq
+                await self._write(self._framed(sse.event_body(event.data, event.type)))
+            done = self.positions[channel]
+            if done >= upto:
+                return True
+            events = await database_sync_to_async(store.page)(channel, done, upto, REPLAY_PAGE)
+            if not events or events[0].seq != done + 1:
+                # Trimmed while we were replaying: end the stream; the client resumes
+                # from its last id and is told that the history no longer reaches it.
+                logger.warning("channel %r was trimmed past a replay in progress; ending it", channel)
+                await self.close_stream()
+                return False
+
+    async def _wait_writable(self) -> None:
+        """During a replay, let a slow reader take what is queued (see REPLAY_STALL_SECONDS)."""
+        if self.transport is None or (queued_bytes(self.transport) or 0) <= conf.max_queued_bytes // 2:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REPLAY_STALL_SECONDS
+        while not self.closed and (queued_bytes(self.transport) or 0) > conf.max_queued_bytes // 4:
+            if loop.time() > deadline:
+                logger.warning("stream %s took nothing during a replay; ending it", self.channels)
+                await self.close_stream(abort=True)
+                return
+            await asyncio.sleep(0.02)
 
     def _reset_frame(self, reset: dict[str, str]) -> bytes:
         data = sse.dumps({"channels": sorted(reset), "reasons": reset})
@@ -424,40 +471,48 @@ class EventStreamConsumer(AsyncHttpConsumer):
 async def _plan_resume(
     channels: tuple[str, ...], live_from: dict[str, int], resume: str
 ) -> tuple[dict[str, str], list[tuple[str, int, list[Any]]]]:
-    """Which channels must be reset (with why), and the stored events to replay."""
+    """Which channels must be reset (with why), and per other channel its resume point
+    and the first page of stored events to replay (the rest is read as it goes)."""
     parsed = parse_position(resume)
     if parsed is None:
         return dict.fromkeys(channels, "malformed id"), []
     reset: dict[str, str] = {}
     wanted: dict[str, tuple[int, int]] = {}
+    ahead: dict[str, int] = {}
     for channel in channels:
         after = parsed.get(channel)
         if after is None:
             reset[channel] = "id does not cover this channel"
         elif after > live_from[channel]:
-            reset[channel] = "unknown id"
+            # Past what this process has delivered: either a process that is ahead
+            # (the client was on another one, or this one is behind on a burst) or an
+            # id this server never gave out. The store tells which.
+            ahead[channel] = after
         elif after < live_from[channel]:
             wanted[channel] = (after, live_from[channel])
-    if not wanted:
-        return reset, [(channel, parsed[channel], []) for channel in channels if channel not in reset]
 
-    def load() -> tuple[dict[str, int], list[Any]]:
-        return store.first_seqs(wanted), store.between(wanted)
+    def load() -> tuple[dict[str, int], dict[str, list[Any]]]:
+        committed = store.last_seqs(ahead) if ahead else {}
+        pages = {
+            channel: store.page(channel, after, upto, REPLAY_PAGE)
+            for channel, (after, upto) in wanted.items()
+        }
+        return committed, pages
 
-    first, events = await database_sync_to_async(load)()
-    by_channel: dict[str, list[Any]] = {channel: [] for channel in wanted}
-    for event in events:
-        by_channel[event.channel].append(event)
+    committed, pages = await database_sync_to_async(load)() if (ahead or wanted) else ({}, {})
+    for channel, after in ahead.items():
+        if after > committed[channel]:
+            reset[channel] = "unknown id"
     replay = []
     for channel in channels:
         if channel in reset:
             continue
         after = parsed[channel]
-        if channel in wanted:
-            oldest = first.get(channel)
-            # Events after `after` were trimmed: the id is older than the history.
-            if oldest is None or oldest > after + 1:
-                reset[channel] = "id is older than the retained history"
-                continue
-        replay.append((channel, after, by_channel.get(channel, [])))
+        events = pages.get(channel, [])
+        # Seqs have no holes (events/store.py), and trimming deletes the oldest: a
+        # first page that does not start right after the id means it was trimmed.
+        if channel in wanted and (not events or events[0].seq != after + 1):
+            reset[channel] = "id is older than the retained history"
+            continue
+        replay.append((channel, after, events))
     return reset, replay

@@ -69,7 +69,9 @@ class ChannelState:
 
 
 _last_seqs = database_sync_to_async(store.last_seqs)
-_between = database_sync_to_async(store.between)
+_page = database_sync_to_async(store.page)
+# Gap fills read the store this many events at a time.
+FILL_PAGE = 200
 
 
 class Hub:
@@ -236,13 +238,17 @@ class Hub:
 
     async def _fill(self, channel: str, state: ChannelState, upto: int, why: str) -> None:
         """Deliver seqs after state.last_seq up to `upto` from the store (lock held)."""
-        first = state.last_seq + 1
-        missed = await _between({channel: (state.last_seq, upto)})
+        first, filled = state.last_seq + 1, 0
+        while state.last_seq < upto:
+            missed = await _page(channel, state.last_seq, upto, FILL_PAGE)
+            if not missed:
+                break
+            for event in missed:
+                await self._deliver(channel, state, event.seq, event.type, event.data)
+            filled += len(missed)
         logger.warning(
-            "channel %r: seqs %d..%d %s; %d filled from the store", channel, first, upto, why, len(missed)
+            "channel %r: seqs %d..%d %s; %d filled from the store", channel, first, upto, why, filled
         )
-        for event in missed:
-            await self._deliver(channel, state, event.seq, event.type, event.data)
 
     async def _reconcile(self) -> None:
         """Catch up every channel with the store.

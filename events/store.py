@@ -14,7 +14,7 @@ The functions here are synchronous (Django ORM); async callers wrap them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from django.db import connection, transaction
 
@@ -48,30 +48,11 @@ def last_seqs(channels: Iterable[str]) -> dict[str, int]:
     return {name: found.get(name, 0) for name in names}
 
 
-def first_seqs(channels: Iterable[str]) -> dict[str, int]:
-    """The oldest retained seq of each channel that has stored events."""
-    from django.db.models import Min
-
-    rows = (
-        Event.objects.filter(channel__in=list(channels))
-        .values("channel")
-        .annotate(first=Min("seq"))
-        .values_list("channel", "first")
-    )
-    return dict(rows)
-
-
-def between(ranges: Mapping[str, tuple[int, int]]) -> list[Event]:
-    """Events with after < seq <= upto per channel, oldest first."""
-    from django.db.models import Q
-
-    condition = Q()
-    for channel, (after, upto) in ranges.items():
-        if upto > after:
-            condition |= Q(channel=channel, seq__gt=after, seq__lte=upto)
-    if not condition:
+def page(channel: str, after: int, upto: int, limit: int) -> list[Event]:
+    """At most `limit` events of a channel with after < seq <= upto, oldest first."""
+    if upto <= after:
         return []
-    return list(Event.objects.filter(condition).order_by("id"))
+    return list(Event.objects.filter(channel=channel, seq__gt=after, seq__lte=upto).order_by("seq")[:limit])
 
 
 def trim(channel: str, keep: int) -> int:

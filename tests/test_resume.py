@@ -148,3 +148,90 @@ async def test_reset_of_one_channel_still_replays_the_other() -> None:
     assert payloads(events[1:]) == [2]
     assert events[1]["id"] == f"{a}:2,{b}:2"
     await stream.close()
+
+
+async def test_id_ahead_of_this_process_but_committed_resumes_without_reset() -> None:
+    """A client coming from another process may hold an id this process has not
+    delivered yet (its message still on the way): that id is honoured, not reset."""
+    from channels.db import database_sync_to_async
+
+    from events import store
+
+    name = channel()
+    await publish(name, [1, 2])
+    first = await open_stream(f"/events/{name}/")
+    # Once its id is out, this process's hub follows the channel from seq 2.
+    await first.frames_until(lambda fs: any(f.get("id") == f"{name}:2" for f in fs))
+    # Committed, but the broadcast has not reached this process yet.
+    for n in (3, 4):
+        await database_sync_to_async(store.append)(name, "message", json.dumps(n))
+    second = await open_stream(f"/events/{name}/", last_id=f"{name}:4")
+    await publish(name, [5])  # reveals the gap: the hub fills 3 and 4 from the store
+    events = await second.events(1)
+    assert [e.get("event", "message") for e in events] == ["message"]
+    assert payloads(events) == [5]
+    assert events[0]["id"] == f"{name}:5"
+    assert payloads(await first.events(3)) == [3, 4, 5]
+    await first.close()
+    await second.close()
+
+
+async def test_id_beyond_anything_committed_is_still_unknown() -> None:
+    name = channel()
+    await publish(name, [1])
+    first = await open_stream(f"/events/{name}/")
+    await first.frames_until(lambda fs: any(f.get("id") == f"{name}:1" for f in fs))
+    second = await open_stream(f"/events/{name}/", last_id=f"{name}:7")
+    [reset] = await second.events(1)
+    assert reset["event"] == "stream-reset"
+    assert json.loads(reset["data"])["reasons"] == {name: "unknown id"}
+    await first.close()
+    await second.close()
+
+
+async def test_long_replay_is_read_page_by_page(monkeypatch) -> None:
+    from events import consumers
+
+    monkeypatch.setattr(consumers, "REPLAY_PAGE", 7)
+    name = channel()
+    await publish(name, range(1, 51))
+    stream = await open_stream(f"/events/{name}/", last_id=f"{name}:3")
+    replayed = await stream.events(47)
+    assert payloads(replayed) == list(range(4, 51))
+    assert [e["id"] for e in replayed] == [f"{name}:{n}" for n in range(4, 51)]
+    await publish(name, [51])
+    assert payloads(await stream.events(48))[-1] == 51
+    await stream.close()
+
+
+async def test_trim_during_a_replay_ends_the_stream_and_the_resume_is_reset(monkeypatch) -> None:
+    from events import consumers, store
+
+    monkeypatch.setattr(consumers, "REPLAY_PAGE", 5)
+    name = channel()
+    await publish(name, range(1, 21))
+    real_page = store.page
+    calls = []
+
+    def page_trimmed_after_the_first(channel_name, after, upto, limit):
+        calls.append(after)
+        if len(calls) == 2:
+            store.trim(channel_name, 3)  # a publisher's trim lands between two pages
+        return real_page(channel_name, after, upto, limit)
+
+    monkeypatch.setattr(store, "page", page_trimmed_after_the_first)
+    stream = await open_stream(f"/events/{name}/", last_id=f"{name}:0")
+    body = await stream.body()  # the server ends the response
+    frames = [f for f in consumers_frames(body) if "data" in f]
+    assert payloads(frames) == [1, 2, 3, 4, 5]
+    again = await open_stream(f"/events/{name}/", last_id=frames[-1]["id"])
+    [reset] = await again.events(1)
+    assert reset["event"] == "stream-reset"
+    assert json.loads(reset["data"])["reasons"] == {name: "id is older than the retained history"}
+    await again.close()
+
+
+def consumers_frames(body: bytes) -> list[dict[str, str]]:
+    from tests.streams import parse_frames
+
+    return parse_frames(body)

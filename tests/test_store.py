@@ -50,49 +50,34 @@ def test_last_seqs_is_zero_for_an_unknown_channel() -> None:
     assert store.last_seqs([]) == {}
 
 
-def test_first_seqs_are_the_oldest_retained() -> None:
-    a, b, unknown = channel(), channel(), channel()
-    for _ in range(5):
-        store.append(a, "t", "1")
-    store.append(b, "t", "1")
-    assert store.first_seqs([a, b, unknown]) == {a: 1, b: 1}
-    store.trim(a, 2)
-    # A channel without stored events has no first seq at all.
-    assert store.first_seqs([a, b, unknown]) == {a: 4, b: 1}
-
-
-def test_between_spans_channels_in_id_order() -> None:
+def test_page_reads_one_channel_in_seq_order_up_to_a_limit() -> None:
     a, b = channel(), channel()
-    a1 = store.append(a, "t", "a1")
-    b1 = store.append(b, "t", "b1")
-    a2 = store.append(a, "t", "a2")
-    b2 = store.append(b, "t", "b2")
-    a3 = store.append(a, "t", "a3")
-    assert store.between({a: (0, 3), b: (0, 2)}) == [a1, b1, a2, b2, a3]
-    # after < seq <= upto on each channel, merged in publication (id) order.
-    assert store.between({a: (1, 3), b: (0, 1)}) == [b1, a2, a3]
-    assert store.between({a: (1, 2), b: (1, 2)}) == [a2, b2]
+    stored = [store.append(a, "t", str(n)) for n in range(5)]
+    store.append(b, "t", "other")
+    assert store.page(a, 0, 5, 100) == stored
+    # after < seq <= upto, at most `limit` of them, oldest first.
+    assert store.page(a, 1, 4, 100) == stored[1:4]
+    assert store.page(a, 1, 5, 2) == stored[1:3]
+    assert [e.channel for e in store.page(b, 0, 9, 100)] == [b]
 
 
 @pytest.mark.parametrize(
-    "ranges",
-    [{}, {"A": (3, 3)}, {"A": (3, 1)}, {"A": (3, 3), "B": (2, 2)}, {"unknown": (0, 10)}],
-    ids=["no-channels", "empty-range", "inverted-range", "all-empty", "unknown-channel"],
+    "after, upto", [(3, 3), (3, 1), (5, 9)], ids=["empty-range", "inverted-range", "past-the-end"]
 )
-def test_between_empty(ranges: dict[str, tuple[int, int]]) -> None:
-    a, b = channel(), channel()
-    for _ in range(3):
+def test_page_empty(after: int, upto: int) -> None:
+    a = channel()
+    for _ in range(5):
         store.append(a, "t", "1")
-        store.append(b, "t", "1")
-    names = {"A": a, "B": b, "unknown": channel()}
-    assert store.between({names[key]: span for key, span in ranges.items()}) == []
+    assert store.page(a, after, upto, 100) == []
+    assert store.page(channel(), 0, 10, 100) == []
 
 
-def test_between_skips_empty_ranges_among_others() -> None:
-    a, b = channel(), channel()
-    store.append(a, "t", "a1")
-    b1 = store.append(b, "t", "b1")
-    assert store.between({a: (1, 1), b: (0, 1)}) == [b1]
+def test_page_after_trim_starts_at_the_oldest_retained() -> None:
+    a = channel()
+    for _ in range(5):
+        store.append(a, "t", "1")
+    store.trim(a, 2)
+    assert [e.seq for e in store.page(a, 0, 5, 100)] == [4, 5]
 
 
 def test_trim_keeps_the_newest_and_leaves_other_channels() -> None:
