@@ -192,6 +192,20 @@ async def test_private_channel_is_403_for_anonymous() -> None:
     assert "private-ops" in json.loads(await stream.body())["error"]
 
 
+def failing_policy(user, channel_name):
+    raise RuntimeError("the policy's database is down")
+
+
+async def test_a_failing_policy_is_503_json_not_500(settings, caplog) -> None:
+    settings.EVENTS_CHANNEL_POLICY = "tests.test_consumers.failing_policy"
+    stream = await open_stream(f"/events/{channel()}/")
+    assert stream.status == 503
+    assert "try again" in json.loads(await stream.body())["error"]
+    await stream.communicator.wait(5)
+    assert not get_hub().streams
+    assert "failed before it started" in caplog.text
+
+
 async def test_head_request_gets_headers_and_no_stream() -> None:
     stream = await Stream(application, f"/events/{channel()}/", method="HEAD").open()
     assert stream.status == 200
