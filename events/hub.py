@@ -91,6 +91,8 @@ class Hub:
         # Subscriber counts in Redis (events/presence.py): told of every change to
         # `channels[...].subscribers` below, written from its own task.
         self.presence = PresenceWriter(self)
+        # Group leaves in flight (see unsubscribe); kept so that they are not collected.
+        self._leaving: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -120,6 +122,8 @@ class Hub:
             # Bounded: a task stuck in a layer call must not hold up a shutdown.
             await asyncio.wait(self._tasks, timeout=LAYER_TIMEOUT_SECONDS)
         self._tasks = []
+        if self._leaving:
+            await asyncio.wait(self._leaving, timeout=LAYER_TIMEOUT_SECONDS)
         await self.presence.aclose()  # a clean stop removes this process's counts at once
         channels, self.channels = list(self.channels), {}
         if self.channel_name is not None:
@@ -176,13 +180,22 @@ class Hub:
             self.presence.changed()
             if not state.subscribers:
                 del self.channels[channel]
-                try:
-                    async with self._membership:
-                        await self._layer_call(self.layer.group_discard, group_name(channel))
-                except Exception as exc:
-                    # Redis is down: the liveness check ends everything and the
-                    # subscription is gone with the connection anyway.
-                    logger.warning("leaving the group of %r failed: %r", channel, exc)
+                # In its own task: a stream ended from inside the fan-out (a slow
+                # reader) must not hold up delivery to the others for a layer call.
+                leave = asyncio.create_task(self._leave(channel))
+                self._leaving.add(leave)
+                leave.add_done_callback(self._leaving.discard)
+
+    async def _leave(self, channel: str) -> None:
+        try:
+            async with self._membership:
+                if channel in self.channels:
+                    return  # subscribed again meanwhile: its join keeps the membership
+                await self._layer_call(self.layer.group_discard, group_name(channel))
+        except Exception as exc:
+            # Redis is down: the liveness check ends everything and the
+            # subscription is gone with the connection anyway.
+            logger.warning("leaving the group of %r failed: %r", channel, exc)
 
     async def _join(self, channel: str, state: ChannelState) -> None:
         try:
@@ -210,8 +223,14 @@ class Hub:
     async def _receive_loop(self) -> None:
         while True:
             message = await self.layer.receive(self.channel_name)
+            # Any message proves the layer alive, not only our ping: behind a long
+            # backlog of events the ping itself may take longer than its timeout.
+            self._pong.set()
+            # Let the event loop run between two events: a backlog taken from the
+            # layer's queue would otherwise be fanned out without Twisted ever
+            # flushing a socket in between (and slow-reader limits would trip).
+            await asyncio.sleep(0)
             if message.get("type") == PING_MESSAGE:
-                self._pong.set()
                 continue
             if message.get("type") != EVENT_MESSAGE:
                 continue
@@ -283,13 +302,14 @@ class Hub:
     async def _heartbeat_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            # Ticking at half the interval and skipping streams written to in the last
-            # half keeps every idle gap under the full interval.
-            half = conf.heartbeat_seconds / 2
-            await asyncio.sleep(half)
+            # Ticks at a quarter of the interval; a stream idle for half of it gets a
+            # comment. So the longest idle gap is three quarters of the interval, with
+            # a quarter to spare for a busy event loop.
+            interval = conf.heartbeat_seconds
+            await asyncio.sleep(interval / 4)
             now = loop.time()
             for stream in list(self.streams):
-                if now - stream.last_write >= half:
+                if now - stream.last_write >= interval / 2:
                     try:
                         await stream.heartbeat()
                     except Exception:

@@ -5,6 +5,7 @@ The app is imported before models are ready, so the store is imported inside fun
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_EVENT_TYPE = "message"
+# The longest a broadcast may take before it is given up (and logged).
+BROADCAST_TIMEOUT_SECONDS = 5.0
 # The open events.testing.capture_events() lists: each gets every event sent meanwhile.
 captures: list[list[Event]] = []
 
@@ -91,11 +94,17 @@ def broadcast(event: Event) -> bool:
         logger.error("no channel layer configured; event %s stored but not broadcast", event.sse_id)
         return False
     try:
-        async_to_sync(layer.group_send)(group_name(event.channel), message_for(event))
+        async_to_sync(_group_send)(layer, group_name(event.channel), message_for(event))
     except Exception:
         logger.exception("broadcast of event %s failed; it is stored and will be replayed", event.sse_id)
         return False
     return True
+
+
+async def _group_send(layer: Any, group: str, message: dict[str, Any]) -> None:
+    # Bounded: an unreachable Redis host must not hang the view or admin action that
+    # published (the event is stored; subscribers get it from the store).
+    await asyncio.wait_for(layer.group_send(group, message), BROADCAST_TIMEOUT_SECONDS)
 
 
 def _maybe_trim(event: Event) -> None:

@@ -18,8 +18,9 @@ urlpatterns = [
     path("presence/", views.presence_counts, name="presence"),
     # GET on these paths never reaches Django: routing.py sends it to the SSE consumer.
     # Anything between the slashes is taken as the channel, so that a bad name (even
-    # one with a slash) is a 400 with a reason rather than a 404 page.
-    re_path(r"^events/(?P<channel>.+)/$", views.publish, name="events-publish"),
+    # one with a slash) is a 400 with a reason rather than a 404 page. The trailing
+    # slash is optional for POST: APPEND_SLASH cannot redirect a POST (it keeps no body).
+    re_path(r"^events/(?P<channel>.+?)/?$", views.publish, name="events-publish"),
     re_path(r"^events/$", views.publish),
     path("demo/", include("demo.urls")),
 ]

@@ -172,3 +172,19 @@ def test_real_process_missing_arguments_exits_non_zero(server_env: dict[str, str
     assert result.returncode != 0
     assert result.stdout == ""
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("port", ["abc", "0", "70000"])
+def test_serve_with_a_bad_port_exits_with_a_reason(server_env: dict[str, str], port: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "serve"],
+        cwd=ROOT,
+        env={**server_env, "PORT": port},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 2
+    assert f"not a TCP port: {port!r}" in result.stderr
+    assert "Traceback" not in result.stderr

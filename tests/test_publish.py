@@ -281,6 +281,38 @@ def test_failed_broadcast_is_logged_and_the_event_kept(dead_layer: None, caplog)
     assert any(f"{name}:1" in r.getMessage() and "stored" in r.getMessage() for r in errors)
 
 
+def test_a_redis_that_never_answers_does_not_hang_the_publisher(monkeypatch, caplog) -> None:
+    """A Redis host that accepts connections but never replies (a black hole): the
+    broadcast is given up after BROADCAST_TIMEOUT_SECONDS, logged, and the event kept."""
+    import socket
+    import time
+
+    from django.conf import settings
+
+    from events import publish
+
+    monkeypatch.setattr(publish, "BROADCAST_TIMEOUT_SECONDS", 0.5)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        old = settings.CHANNEL_LAYERS["default"]
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        hung = {**old, "CONFIG": {**old["CONFIG"], "hosts": [url]}}
+        channel_layers.backends.clear()
+        try:
+            with override_settings(CHANNEL_LAYERS={"default": hung}), caplog.at_level(logging.ERROR):
+                name = channel()
+                started = time.monotonic()
+                event = send_event(name, "kept")
+                took = time.monotonic() - started
+        finally:
+            channel_layers.backends.clear()
+    # Generous: the point is that it returns at all (unbounded before).
+    assert took < 30, took
+    assert stored(name) == [(1, "message", '"kept"')]
+    assert any(f"{event.sse_id}" in r.getMessage() and "stored" in r.getMessage() for r in caplog.records)
+
+
 def test_publishing_recovers_after_a_failed_broadcast(caplog) -> None:
     """After the layer comes back, the next event is broadcast with the next seq."""
     name = channel()

@@ -97,6 +97,21 @@ def test_bearer_publish_stores_and_broadcasts(client: Client) -> None:
     assert Event.objects.filter(channel=name, seq=1, type="order-paid", data='{"id":42}').exists()
 
 
+@pytest.mark.parametrize("debug", [True, False])
+def test_publish_without_the_trailing_slash_is_the_same_endpoint(client: Client, settings, debug) -> None:
+    # With APPEND_SLASH, Django would refuse (DEBUG: a 500) or redirect (losing the body).
+    settings.DEBUG = debug
+    name = channel()
+    response = client.post(
+        f"/events/{name}",
+        '{"data": 1}',
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert response.status_code == 201, response.content
+    assert response.json() == {"id": f"{name}:1"}
+
+
 def test_event_type_defaults_to_message(client: Client) -> None:
     name = channel()
     with GroupListener(name) as listener:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -12,12 +13,23 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from events import embedded_redis
 
 
+def port_number(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {value!r} (from --port or $PORT)")
+    return port
+
+
 class Command(BaseCommand):
     help = "Serve the site with daphne, starting the embedded Redis first when REDIS_URL is not set."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        # A string default goes through `type` too: a bad $PORT is a one-line error.
+        parser.add_argument("--port", type=port_number, default=os.environ.get("PORT", "8000"))
 
     def handle(self, *args: Any, host: str, port: int, **options: Any) -> None:
         redis_process = None
