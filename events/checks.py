@@ -149,6 +149,37 @@ def check_deployment_mistakes(app_configs: Any = None, **kwargs: Any) -> list[Wa
                 id="events.W002",
             )
         )
+    warnings += _size_mismatches()
+    return warnings
+
+
+def _size_mismatches() -> list[Warning]:
+    """Limits that undercut each other: a payload the product accepts but Django's body
+    limit refuses (413), or an event larger than what may queue for one stream (every
+    stream that is briefly behind would be ended as a slow reader)."""
+    payload, queued = get("EVENTS_MAX_PAYLOAD_BYTES"), get("EVENTS_MAX_QUEUED_BYTES")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (payload, queued)):
+        return []  # events.E0xx report the values themselves
+    warnings = []
+    body_limit = getattr(settings, "DATA_UPLOAD_MAX_MEMORY_SIZE", None)
+    if isinstance(body_limit, int) and payload > body_limit:
+        warnings.append(
+            Warning(
+                f"EVENTS_MAX_PAYLOAD_BYTES ({payload}) is over DATA_UPLOAD_MAX_MEMORY_SIZE "
+                f"({body_limit}): POST /events/<channel>/ answers 413 for payloads the product allows.",
+                hint="Raise DATA_UPLOAD_MAX_MEMORY_SIZE above EVENTS_MAX_PAYLOAD_BYTES, or lower the latter.",
+                id="events.W005",
+            )
+        )
+    if payload > queued:
+        warnings.append(
+            Warning(
+                f"EVENTS_MAX_PAYLOAD_BYTES ({payload}) is over EVENTS_MAX_QUEUED_BYTES ({queued}): "
+                "one large event can end a stream whose client is only briefly behind.",
+                hint="Keep EVENTS_MAX_QUEUED_BYTES several times EVENTS_MAX_PAYLOAD_BYTES.",
+                id="events.W006",
+            )
+        )
     return warnings
 
 

@@ -4,8 +4,9 @@ Each hub (one per daphne process, see events/hub.py) owns one Redis hash,
 `<prefix>:presence:<uuid>`, mapping channel -> number of its open streams. The hub
 rewrites the hash whenever its streams change (bursts coalesced) and at least every
 third of EVENTS_PRESENCE_TTL_SECONDS, each time with that TTL. A process that dies
-stops refreshing, so its counts vanish within the TTL; one that stops cleanly deletes
-its hash at once. Readers SCAN the hashes and add them up.
+stops refreshing, so its counts vanish within the TTL; a hub that is closed (close_hub())
+deletes its hash at once. daphne does not close it at shutdown, so there too the counts
+go with the TTL. Readers SCAN the hashes and add them up.
 
 Intentional divergence from INCR/DECR on one shared hash: a process killed with streams
 open would leave its increments behind for ever, while per-process hashes that expire

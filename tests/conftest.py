@@ -24,11 +24,15 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def redis_url(redis_server: RedisServer) -> Iterator[str]:
-    """Point the channel layer of this process (and of every child) at the test Redis."""
+def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Point the channel layer of this process (and of every child) at the test Redis:
+    TEST_REDIS_URL or REDIS_URL when set (SPEC 3), else a private redis-server. Tests
+    that stop and restart Redis always start one of their own."""
     from django.conf import settings
 
-    url = os.environ.get("TEST_REDIS_URL") or redis_server.url
+    url = os.environ.get("TEST_REDIS_URL") or os.environ.get("REDIS_URL")
+    if not url:
+        url = request.getfixturevalue("redis_server").url
     old = settings.CHANNEL_LAYERS
     settings.CHANNEL_LAYERS = {
         "default": {**old["default"], "CONFIG": {**old["default"]["CONFIG"], "hosts": [url]}}

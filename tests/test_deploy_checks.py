@@ -29,6 +29,23 @@ def test_heartbeat_longer_than_proxy_timeouts(settings) -> None:
     assert ids(check_deployment_mistakes()) == []
 
 
+def test_payload_limit_over_the_body_limit_is_flagged(settings) -> None:
+    settings.EVENTS_MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+    settings.EVENTS_MAX_QUEUED_BYTES = 64 * 1024 * 1024
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+    assert ids(check_deployment_mistakes()) == ["events.W005"]
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = None  # Django's "no limit"
+    assert ids(check_deployment_mistakes()) == []
+
+
+def test_payload_limit_over_the_queue_bound_is_flagged(settings) -> None:
+    settings.EVENTS_MAX_PAYLOAD_BYTES = 512 * 1024
+    settings.EVENTS_MAX_QUEUED_BYTES = 256 * 1024
+    assert ids(check_deployment_mistakes()) == ["events.W006"]
+    settings.EVENTS_MAX_QUEUED_BYTES = 4 * 512 * 1024
+    assert ids(check_deployment_mistakes()) == []
+
+
 def test_wildcard_origin_with_credentials_is_an_error(settings) -> None:
     settings.EVENTS_ALLOWED_ORIGINS = ["*"]
     assert "events.E013" in ids(check_settings())
