@@ -310,46 +310,19 @@ def migrate(system: System, env: dict[str, str]) -> None:
     )
 
 
-def start_redis(tmp: Path) -> Any:
+def start_redis() -> Any:
+    """A private redis-server (the tests' own helper), on the server's core: Redis uses
+    little CPU (one message per event to the one subscribing process), but on the
+    client's core it would wait for a time slice behind the load generator and the
+    publisher, and the server would idle."""
     sys.path.insert(0, str(ROOT))
-    from events.embedded_redis import redis_server_binary
+    from tests.servers import RedisServer
 
-    port = free_port()
-    process = subprocess.Popen(
-        # On the server's core: Redis uses little CPU (one message per event to the one
-        # subscribing process), but on the client's core it would wait for a time slice
-        # behind the load generator and the publisher, and the server would idle.
-        pinned(
-            SERVER_CPU,
-            [
-                redis_server_binary(),
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(tmp),
-                "--logfile",
-                str(tmp / "redis.log"),
-            ],
-        ),
-        stdin=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return process, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.05)
-    process.terminate()
-    raise RuntimeError("redis-server did not start")
+    redis = RedisServer()
+    redis.start()
+    if machine()["pinned"] and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(redis.process.pid, {SERVER_CPU})
+    return redis
 
 
 # -- one case ------------------------------------------------------------------------
@@ -585,7 +558,8 @@ def run(plan: Plan) -> dict[str, Any]:
     (RESULTS / "tmp").mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="run-", dir=RESULTS / "tmp"))
     (tmp / "logs").mkdir()
-    redis_process, redis_url = start_redis(tmp)
+    redis = start_redis()
+    redis_url = redis.url
     started = time.monotonic()
     results: dict[str, Any] = {
         "machine": machine(),
@@ -613,8 +587,7 @@ def run(plan: Plan) -> dict[str, Any]:
             for system in chosen:
                 results["cases"].append(run_case(system, plan.rss_size, plan, redis_url, tmp, rss_only=True))
     finally:
-        redis_process.terminate()
-        redis_process.wait(timeout=10)
+        redis.stop()
     results["seconds"] = time.monotonic() - started
     results["logs"] = str(tmp.relative_to(ROOT))
     return results
