@@ -84,24 +84,16 @@ def main(source: str, out: str) -> None:
         ylabel="deliveries per second",
         title="Deliveries/s at saturation",
     )
-    left.axhline(50, color="tab:green", linestyle=":", linewidth=1)
-    left.annotate(
-        "target p99 50 ms (N=1,000)",
-        (0.02, 50),
-        xycoords=("axes fraction", "data"),
-        fontsize=7,
-        color="tab:green",
-        va="bottom",
-    )
-    right.axhline(50_000, color="tab:green", linestyle=":", linewidth=1)
-    right.annotate(
-        "target 50,000/s (N=1,000)",
-        (0.02, 50_000),
-        xycoords=("axes fraction", "data"),
-        fontsize=7,
-        color="tab:green",
-        va="bottom",
-    )
+    for axis, value, label in ((left, 50, "target p99 50 ms"), (right, 50_000, "target 50,000/s")):
+        axis.axhline(value, color="tab:green", linestyle=":", linewidth=1)
+        axis.annotate(
+            f"{label} (N=1,000)",
+            (0.02, value),
+            xycoords=("axes fraction", "data"),
+            fontsize=7,
+            color="tab:green",
+            va="bottom",
+        )
     for axis in (left, right):
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=7)

@@ -394,51 +394,34 @@ def run_case(
             return result
         assert publisher is not None
 
-        # Latency at a fixed rate.
-        profiler = _profile(system, plan, server, logs / f"{system.name}-{n}-latency.pyspy.txt")
-        loadgen.send({"cmd": "mark"})
-        loadgen.read("marked")
-        cpu0, sys0 = server.cpu_seconds(), server.system_seconds()
-        publisher.send({"cmd": "publish", "first": 0, "count": latency_events, "rate": plan.rate})
-        published = publisher.read("published")
-        expected = opened["ready"] * latency_events
-        loadgen.send(
-            {
-                "cmd": "collect",
-                "lo": 0,
-                "hi": latency_events,
-                "deadline": 30 + expected / 20_000,
-                "quiet": QUIET_SECONDS,
-            }
-        )
-        latency = loadgen.read("collected")
-        cpu1, sys1 = server.cpu_seconds(), server.system_seconds()
-        _stop_profile(profiler)
-        result["latency"] = _phase(latency, published, cpu1 - cpu0, sys1 - sys0, plan.rate)
-        _print_phase("latency", result["latency"])
-        profiler = _profile(system, plan, server, logs / f"{system.name}-{n}-saturation.pyspy.txt")
-
-        # Saturation: as fast as the publisher goes.
-        loadgen.send({"cmd": "mark"})
-        loadgen.read("marked")
-        cpu1, sys1 = server.cpu_seconds(), server.system_seconds()
-        publisher.send({"cmd": "publish", "first": latency_events, "count": saturation_events, "rate": 0})
-        published = publisher.read("published")
-        expected = opened["ready"] * saturation_events
-        loadgen.send(
-            {
-                "cmd": "collect",
-                "lo": latency_events,
-                "hi": total,
-                "deadline": 60 + expected / 10_000,
-                "quiet": QUIET_SECONDS,
-            }
-        )
-        saturation = loadgen.read("collected")
-        cpu2, sys2 = server.cpu_seconds(), server.system_seconds()
-        _stop_profile(profiler)
-        result["saturation"] = _phase(saturation, published, cpu2 - cpu1, sys2 - sys1, 0)
-        _print_phase("saturation", result["saturation"])
+        # Latency at a fixed rate, then saturation: as fast as the publisher goes.
+        phases = [
+            ("latency", 0, latency_events, plan.rate, 30, 20_000),
+            ("saturation", latency_events, saturation_events, 0.0, 60, 10_000),
+        ]
+        for name, first, count, rate, slack, per_second in phases:
+            profiler = _profile(system, plan, server, logs / f"{system.name}-{n}-{name}.pyspy.txt")
+            loadgen.send({"cmd": "mark"})
+            loadgen.read("marked")
+            cpu0, sys0 = server.cpu_seconds(), server.system_seconds()
+            publisher.send({"cmd": "publish", "first": first, "count": count, "rate": rate})
+            published = publisher.read("published")
+            # Generous: a phase ends early once every delivery is in, or when quiet.
+            deadline = slack + opened["ready"] * count / per_second
+            loadgen.send(
+                {
+                    "cmd": "collect",
+                    "lo": first,
+                    "hi": first + count,
+                    "deadline": deadline,
+                    "quiet": QUIET_SECONDS,
+                }
+            )
+            collected = loadgen.read("collected")
+            cpu1, sys1 = server.cpu_seconds(), server.system_seconds()
+            _stop_profile(profiler)
+            result[name] = _phase(collected, published, cpu1 - cpu0, sys1 - sys0, rate)
+            _print_phase(name, result[name])
         return result
     finally:
         if loadgen is not None:
