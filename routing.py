@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from channels.routing import ProtocolTypeRouter
-from channels.sessions import SessionMiddlewareStack
 
 from events.backpressure import SERVER_SEND_KEY
 from events.consumers import EventStreamConsumer
@@ -20,9 +19,9 @@ STREAM_PREFIX = "/events/"
 
 
 def build_application(django_app: Any) -> Any:
-    # Sessions only: the user is loaded by the read policy when a channel needs it
-    # (events/policy.py), not on every connect.
-    streams = SessionMiddlewareStack(EventStreamConsumer.as_asgi())
+    # No session middleware: the read policy loads the session and the user only when a
+    # channel needs them (events/policy.py, with_session), not on every connect.
+    streams = EventStreamConsumer.as_asgi()
 
     async def http(scope: dict[str, Any], receive: Any, send: Any) -> None:
         path: str = scope.get("path", "")

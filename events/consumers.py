@@ -80,11 +80,11 @@ def _direct_request(server_send: Any) -> Any:
 def _write_direct(request: Any, transport: Any, data: bytes) -> bool:
     """The hot path of fan-out under daphne: one body chunk, straight to the socket.
 
-    Through the ASGI send, each chunk passes the session middleware's wrapper, daphne's
-    reply checks and Twisted's Request.write, and Twisted then registers the socket
-    with the event loop for writing and unregisters it once flushed, a loop iteration
-    later: two epoll_ctl calls and a dozen Python frames per stream per event (a
-    profile of 1,000 streams at 20 events/s spent 3/4 of the server's CPU there).
+    Through the ASGI send, each chunk passes daphne's reply checks and Twisted's
+    Request.write, and Twisted then registers the socket with the event loop for
+    writing and unregisters it once flushed, a loop iteration later: two epoll_ctl
+    calls and a dozen Python frames per stream per event (a profile of 1,000 streams
+    at 20 events/s spent 3/4 of the server's CPU there).
     When nothing is queued in Twisted for this connection, the same chunk (HTTP/1.1
     chunked framing, as Twisted's toChunk writes it) is sent to the socket at once;
     whatever the kernel does not take goes to Twisted's buffer, so order is kept and

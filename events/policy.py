@@ -8,10 +8,13 @@ channel for anyone.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from importlib import import_module
 from typing import Any
 
 from channels.auth import get_user
 from channels.db import database_sync_to_async
+from django.conf import settings
+from django.http.cookie import parse_cookie
 from django.utils.functional import SimpleLazyObject
 from django.utils.module_loading import import_string
 
@@ -45,7 +48,7 @@ async def denied_channels(scope: dict[str, Any], channels: Iterable[str]) -> lis
         # lookup, which matters when thousands of browsers connect at once.
         if not any(_needs_user_by_default(name) for name in names):
             return []
-        user = await get_user(scope)
+        user = await get_user(with_session(scope))
         return [name for name in names if not default_policy(user, name)]
 
     policy = load_policy()
@@ -61,4 +64,21 @@ async def denied_channels(scope: dict[str, Any], channels: Iterable[str]) -> lis
 def _sync_get_user(scope: dict[str, Any]) -> Any:
     from asgiref.sync import async_to_sync
 
-    return async_to_sync(get_user)(scope)
+    return async_to_sync(get_user)(with_session(scope))
+
+
+def with_session(scope: dict[str, Any]) -> dict[str, Any]:
+    """The scope with the request's Django session (what channels' SessionMiddleware
+    would add), made only here, when a channel's policy needs the user.
+
+    Streams are not wrapped in the session middleware stack: for a stream that only
+    reads public channels it would build a session store, two scope copies and a send
+    wrapper, and keep them for the life of the connection (about 2 KB per open stream,
+    measured with 10,000 streams in bench/). The store reads the database only when the
+    user is looked up."""
+    if "session" in scope:
+        return scope
+    cookie = dict(scope.get("headers") or ()).get(b"cookie", b"").decode("latin-1")
+    session_key = parse_cookie(cookie).get(settings.SESSION_COOKIE_NAME)
+    engine = import_module(settings.SESSION_ENGINE)
+    return {**scope, "session": engine.SessionStore(session_key)}

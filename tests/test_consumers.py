@@ -217,6 +217,32 @@ async def test_a_failing_policy_is_503_json_not_500(settings, caplog) -> None:
     assert "failed before it started" in caplog.text
 
 
+def team_policy(user, channel_name):
+    # A custom policy: team-<username> only for that user.
+    return not channel_name.startswith("team-") or channel_name == f"team-{user.get_username()}"
+
+
+async def test_custom_policy_sees_the_session_user(settings, django_user_model) -> None:
+    from asgiref.sync import sync_to_async
+    from django.test import Client
+
+    settings.EVENTS_CHANNEL_POLICY = "tests.test_consumers.team_policy"
+
+    def login_cookie() -> bytes:
+        client = Client()
+        client.force_login(django_user_model.objects.create_user("ada", password="pw"))
+        return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+    cookie = await sync_to_async(login_cookie)()
+    allowed = await open_stream("/events/team-ada/", headers=[(b"cookie", cookie)])
+    assert allowed.status == 200
+    await allowed.close()
+    other = await open_stream("/events/team-bob/", headers=[(b"cookie", cookie)])
+    assert other.status == 403
+    anonymous = await open_stream("/events/team-ada/")
+    assert anonymous.status == 403
+
+
 async def test_head_request_gets_headers_and_no_stream() -> None:
     stream = await Stream(application, f"/events/{channel()}/", method="HEAD").open()
     assert stream.status == 200
