@@ -1,7 +1,7 @@
 """ASGI routing: SSE streams go to the consumer, everything else to Django.
 
-GET (and HEAD) on /events/<channel>/ and /events/ are streams; POST and OPTIONS on the
-same paths reach the publish endpoint, a plain Django view, so that sessions, CSRF and
+GET (and HEAD) on /events/<channel>/ (the trailing slash optional) and /events/ are
+streams; POST and OPTIONS on the same paths reach the publish endpoint, a plain Django view, so that sessions, CSRF and
 the admin's auth work as everywhere else in Django.
 """
 
@@ -25,10 +25,10 @@ def build_application(django_app: Any) -> Any:
 
     async def http(scope: dict[str, Any], receive: Any, send: Any) -> None:
         path: str = scope.get("path", "")
-        if scope.get("method") in STREAM_METHODS and path.startswith(STREAM_PREFIX) and path.endswith("/"):
-            # Whatever sits between the prefix and the last slash is the channel; the
-            # consumer validates it (a bad name is a 400, never a routing 500).
-            channel = path[len(STREAM_PREFIX) : -1]
+        if scope.get("method") in STREAM_METHODS and path.startswith(STREAM_PREFIX):
+            # Whatever follows the prefix, less one trailing slash, is the channel; the
+            # consumer validates it (a bad name is a 400, never a routing 500 or 405).
+            channel = path[len(STREAM_PREFIX) :].removesuffix("/")
             scope = {
                 **scope,
                 "url_route": {"args": (), "kwargs": {"channel": channel}},

@@ -85,9 +85,15 @@ class EventForm(forms.ModelForm):
     def clean_data(self) -> str:
         raw = self.cleaned_data["data"]
         try:
-            return encode_payload(json.loads(raw))
+            value = json.loads(raw)
         except ValueError as exc:
             raise forms.ValidationError(f"Not valid JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise forms.ValidationError("Not valid JSON: nested too deeply") from exc
+        try:
+            return encode_payload(value)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from exc
 
 
 @admin.register(Event)
@@ -128,6 +134,11 @@ class EventAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Event | None = None) -> Any:
         # Stored events are history: they can be read and re-sent, not edited.
         return ["channel", "type", "data", "seq", "created"] if obj else []
+
+    def has_delete_permission(self, request: HttpRequest, obj: Event | None = None) -> bool:
+        # Resume relies on a channel's stored seqs having no holes below the newest
+        # (a hole reads as "trimmed"); only trimming, oldest first, removes events.
+        return False
 
     def save_model(self, request: HttpRequest, obj: Event, form: Any, change: bool) -> None:
         if change:

@@ -25,14 +25,27 @@ def _positive_number(name: str, check_id: str, *, integer: bool) -> list[Error]:
     return []
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def _is_origin(value: str) -> bool:
-    """scheme://host[:port] and nothing else, as browsers send it in Origin."""
+    """scheme://host[:port] exactly as browsers serialise it in Origin: lowercase, no
+    default port, no wildcard. Origins are matched exactly (events/cors.py), so an entry
+    in any other spelling (`https://App.example.com`, `https://a.com:443`,
+    `https://*.example.com`) would silently never match."""
     try:
         parts = urlsplit(value)
-        parts.port  # noqa: B018  (raises ValueError for a bad port)
+        port = parts.port
     except ValueError:
         return False
-    return bool(parts.scheme and parts.hostname) and not (parts.path or parts.query or parts.fragment)
+    if not (parts.scheme and parts.hostname) or parts.path or parts.query or parts.fragment:
+        return False
+    if parts.username is not None or "*" in value:
+        return False
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    scheme = parts.scheme.lower()
+    canonical = f"{scheme}://{host}" + (f":{port}" if port is not None and port != DEFAULT_PORTS.get(scheme) else "")
+    return value == canonical
 
 
 @register()
@@ -94,7 +107,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 errors.append(
                     Error(
                         f"EVENTS_ALLOWED_ORIGINS entry {origin!r} is not an origin.",
-                        hint="scheme://host[:port], with no path or trailing slash.",
+                        hint="scheme://host[:port] as a browser sends it: lowercase, no default "
+                        "port, no wildcard, no path or trailing slash.",
                         id="events.E008",
                     )
                 )

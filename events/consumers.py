@@ -24,12 +24,15 @@ import collections
 import json
 import logging
 import random
+import time
 from typing import Any
 from urllib.parse import parse_qsl
 
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
+from django.conf import settings
+from django.http.request import split_domain_port, validate_host
 
 from events import cors, sse, store
 from events.backpressure import SERVER_SEND_KEY, queued_bytes, transport_of
@@ -38,14 +41,16 @@ from events.hub import get_hub
 from events.names import CHANNEL_MAX, channel_error
 from events.policy import denied_channels
 from events.positions import format_position, parse_position
-from events.tokens import TokenError, granted_channels
+from events.tokens import TokenError, read_token
 
 logger = logging.getLogger(__name__)
 
 STREAM_RESET = "stream-reset"
 # Live frames held for one stream while it replays from the store; a stream that falls
-# this far behind is ended and resumes instead.
+# this far behind (in frames, or in bytes: PENDING_BYTES_FACTOR x EVENTS_MAX_QUEUED_BYTES)
+# is ended and resumes instead, keeping what it has already written.
 MAX_PENDING_FRAMES = 10_000
+PENDING_BYTES_FACTOR = 4
 # At shutdown, clients are told to come back after retry + up to this much, spread at
 # random, so that they do not all reconnect in the same instant.
 SHUTDOWN_RETRY_SPREAD_MS = 10_000
@@ -125,6 +130,29 @@ def _headers(scope: dict[str, Any]) -> dict[bytes, bytes]:
     return {name.lower(): value for name, value in scope.get("headers", [])}
 
 
+# What Django's HttpRequest.get_host() allows when DEBUG is on and ALLOWED_HOSTS empty.
+DEBUG_HOSTS = [".localhost", "127.0.0.1", "[::1]"]
+
+
+def host_error(scope: dict[str, Any], headers: dict[bytes, bytes]) -> str | None:
+    """Streams do not pass through Django's request handling, so they check the Host
+    header against ALLOWED_HOSTS here, as HttpRequest.get_host() would: without it a
+    public stream answers any Host, which DNS rebinding relies on."""
+    host = b""
+    if settings.USE_X_FORWARDED_HOST:
+        host = headers.get(b"x-forwarded-host", b"")
+    host = host or headers.get(b"host", b"")
+    text = host.decode("latin-1")
+    if not text and scope.get("server"):
+        name, port = scope["server"][0], scope["server"][1]
+        text = f"{name}:{port}" if port else str(name)
+    domain, _ = split_domain_port(text)
+    allowed = settings.ALLOWED_HOSTS or (DEBUG_HOSTS if settings.DEBUG else [])
+    if domain and validate_host(domain, allowed):
+        return None
+    return f"invalid Host header {text[:100]!r}: add it to ALLOWED_HOSTS"
+
+
 def requested_channels(scope: dict[str, Any], query: list[tuple[str, str]]) -> tuple[str, ...]:
     """The stream's channels, validated (SPEC 4.1); BadRequest(400) otherwise."""
     path_channel = scope.get("url_route", {}).get("kwargs", {}).get("channel")
@@ -155,6 +183,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         self.channels: tuple[str, ...] = ()
         self.positions: dict[str, int] = {}
         self.pending: list[tuple[str, int, bytes, bytes]] | None = None
+        self.pending_bytes = 0
         self.last_write = 0.0
         self.streaming = False
         self.subscribed = False
@@ -165,16 +194,19 @@ class EventStreamConsumer(AsyncHttpConsumer):
         self.direct_request: Any = None
         self.client_address: str | None = None
         self.responded = False
+        # A stream opened with a subscribe token ends when the token expires (Unix time).
+        self.expires: int | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+        self._expiry_task: asyncio.Task[None] | None = None
 
     # -- request -------------------------------------------------------------------
 
     async def http_request(self, message: dict[str, Any]) -> None:
-        if "body" in message:
-            self.body.append(message["body"])
+        # A GET or HEAD body means nothing to a stream: it is read and dropped, never kept.
         if message.get("more_body"):
             return
         try:
-            await self.handle(b"".join(self.body))
+            await self.handle(b"")
         except BadRequest as exc:
             await self._reject(exc.status, exc.reason)
         except Exception:
@@ -192,8 +224,11 @@ class EventStreamConsumer(AsyncHttpConsumer):
         query = parse_qsl(
             self.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True, errors="replace"
         )
-        self.channels = requested_channels(self.scope, query)
         headers = _headers(self.scope)
+        bad_host = host_error(self.scope, headers)
+        if bad_host:
+            raise BadRequest(400, bad_host)
+        self.channels = requested_channels(self.scope, query)
         resume = headers.get(b"last-event-id", b"").decode("latin-1") or next(
             (value for key, value in query if key == "last_event_id"), ""
         )
@@ -211,10 +246,14 @@ class EventStreamConsumer(AsyncHttpConsumer):
         self.transport = transport_of(self.scope.get(SERVER_SEND_KEY))
         await self._write(sse.format_retry(conf.retry_ms) + sse.format_comment("ok"))
         self.direct_request = _direct_request(self.scope.get(SERVER_SEND_KEY))
+        if self.expires is not None:
+            loop = asyncio.get_running_loop()
+            self._expiry = loop.call_at(loop.time() + self.expires - time.time(), self._expire)
 
-        hub = get_hub()
         self.pending = []
+        self.pending_bytes = 0
         try:
+            hub = get_hub()
             self.subscribed = True
             live_from = await hub.subscribe(self)
             await self._catch_up(live_from, resume or None)
@@ -227,12 +266,14 @@ class EventStreamConsumer(AsyncHttpConsumer):
         token = next((value for key, value in query if key == "token"), None)
         if token is not None:
             try:
-                granted = granted_channels(token)
+                grant = read_token(token)
             except TokenError as exc:
                 raise BadRequest(403, str(exc)) from exc
-            outside = [name for name in self.channels if name not in granted]
+            outside = [name for name in self.channels if name not in grant.channels]
             if outside:
                 raise BadRequest(403, f"the subscribe token does not grant channel {outside[0]!r}")
+            # The grant lasts until expiry, not for as long as the connection does.
+            self.expires = grant.expires
             return
         denied = await denied_channels(self.scope, self.channels)
         if denied:
@@ -255,6 +296,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
             (b"Content-Type", b"text/event-stream"),
             (b"Cache-Control", b"no-cache"),
             (b"X-Accel-Buffering", b"no"),
+            (b"X-Content-Type-Options", b"nosniff"),
             *cors.response_headers(origin.decode("latin-1") if origin else None, conf.allowed_origins),
         ]
 
@@ -262,6 +304,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         origin = _headers(self.scope).get(b"origin")
         headers = [
             (b"Content-Type", b"application/json"),
+            (b"X-Content-Type-Options", b"nosniff"),
             *cors.response_headers(origin.decode("latin-1") if origin else None, conf.allowed_origins),
         ]
         await self.send_response(status, json.dumps({"error": reason}).encode(), headers=headers)
@@ -293,6 +336,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         await self._write(sse.format_id(format_position(self.positions, self.channels)))
         while self.pending:
             batch, self.pending = self.pending, []
+            self.pending_bytes = 0
             for channel, seq, frame, body in batch:
                 await self._emit(channel, seq, frame, body)
         self.pending = None
@@ -324,8 +368,13 @@ class EventStreamConsumer(AsyncHttpConsumer):
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + REPLAY_STALL_SECONDS
-        while not self.closed and (queued_bytes(self.transport) or 0) > conf.max_queued_bytes // 4:
-            if loop.time() > deadline:
+        lowest = queued_bytes(self.transport) or 0
+        while not self.closed and (queued := queued_bytes(self.transport) or 0) > conf.max_queued_bytes // 4:
+            if queued < lowest:
+                # The client took something: a slow but steady reader is not stalled.
+                lowest = queued
+                deadline = loop.time() + REPLAY_STALL_SECONDS
+            elif loop.time() > deadline:
                 logger.warning("stream %s took nothing during a replay; ending it", self.channels)
                 await self.close_stream(abort=True)
                 return
@@ -343,7 +392,13 @@ class EventStreamConsumer(AsyncHttpConsumer):
     async def deliver(self, channel: str, seq: int, frame: bytes, body: bytes) -> None:
         if self.pending is not None:
             self.pending.append((channel, seq, frame, body))
-            if len(self.pending) > MAX_PENDING_FRAMES:
+            # Frames are shared by every stream of the channel, but a stream that has
+            # fallen far behind must not pin an unbounded amount of them.
+            self.pending_bytes += len(frame)
+            if (
+                len(self.pending) > MAX_PENDING_FRAMES
+                or self.pending_bytes > PENDING_BYTES_FACTOR * conf.max_queued_bytes
+            ):
                 logger.warning("stream %s fell behind while catching up; ending it", self.channels)
                 await self.close_stream(abort=True)
             return
@@ -397,6 +452,14 @@ class EventStreamConsumer(AsyncHttpConsumer):
 
     # -- end -----------------------------------------------------------------------
 
+    def _expire(self) -> None:
+        """The subscribe token ran out: end the stream. The browser reconnects with the
+        same URL and gets a 403, or the page supplies a fresh token."""
+        self._expiry = None
+        if not self.closed:
+            logger.info("subscribe token of stream %s expired; ending it", self.channels)
+            self._expiry_task = asyncio.get_running_loop().create_task(self.close_stream())
+
     async def _drain(self, timeout: float) -> None:
         """Wait until the server has handed everything written to the kernel."""
         if self.transport is None:
@@ -440,6 +503,9 @@ class EventStreamConsumer(AsyncHttpConsumer):
                     logger.debug("could not end a stream at shutdown", exc_info=True)
             raise
         finally:
+            if self._expiry is not None:
+                self._expiry.cancel()
+                self._expiry = None
             if self.client_address is not None:
                 _open_by_client[self.client_address] -= 1
                 if _open_by_client[self.client_address] <= 0:

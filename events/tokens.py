@@ -14,8 +14,10 @@ of the project (sessions, password reset links) can be passed off as one.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from django.core import signing
 
@@ -36,13 +38,23 @@ def make_token(channels: Iterable[str], ttl: float = DEFAULT_TTL_SECONDS) -> str
     names = sorted({validate_channel(name) for name in channels})
     if not names:
         raise ValueError("a subscribe token must name at least one channel")
-    if ttl <= 0:
-        raise ValueError(f"ttl must be positive, not {ttl!r}")
+    if not isinstance(ttl, int | float) or not math.isfinite(ttl) or ttl <= 0:
+        raise ValueError(f"ttl must be a positive, finite number of seconds, not {ttl!r}")
     return signing.dumps({"c": names, "e": int(time.time() + ttl)}, salt=SALT, compress=True)
+
+
+class Grant(NamedTuple):
+    channels: frozenset[str]
+    expires: int  # Unix time: a stream opened with the token ends then
 
 
 def granted_channels(token: str) -> frozenset[str]:
     """The channels a valid token grants; TokenError otherwise."""
+    return read_token(token).channels
+
+
+def read_token(token: str) -> Grant:
+    """What a valid token grants, and until when; TokenError otherwise."""
     if not token or len(token) > MAX_TOKEN_LENGTH:
         raise TokenError("malformed subscribe token")
     try:
@@ -59,4 +71,4 @@ def granted_channels(token: str) -> frozenset[str]:
         raise TokenError("malformed subscribe token")
     if payload["e"] < time.time():
         raise TokenError("subscribe token has expired")
-    return frozenset(name for name in payload["c"] if isinstance(name, str))
+    return Grant(frozenset(name for name in payload["c"] if isinstance(name, str)), payload["e"])

@@ -10,7 +10,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
@@ -104,10 +104,12 @@ def publish(request: HttpRequest, channel: str = "") -> HttpResponse:
         return _with_cors(request, error(413, "the body is larger than the server accepts"))
     except (ValueError, UnicodeDecodeError, RecursionError):
         return _with_cors(request, error(400, "the body is not valid JSON"))
-    if not isinstance(body, dict) or "data" not in body:
+    if not isinstance(body, dict):
         return _with_cors(
             request, error(400, 'the body must be a JSON object: {"event": "type", "data": ...}')
         )
+    if "data" not in body:
+        return _with_cors(request, error(400, 'the body has no "data" field: {"event": "type", "data": ...}'))
     extra = set(body) - {"event", "data"}
     if extra:
         return _with_cors(request, error(400, f"unknown field(s): {', '.join(sorted(extra))}"))
@@ -120,7 +122,11 @@ def publish(request: HttpRequest, channel: str = "") -> HttpResponse:
 
 def _feed_channels(request: HttpRequest) -> list[str] | JsonResponse:
     """The page's channels (default `public`), or the 400 answer for bad ones."""
-    channels = list(dict.fromkeys(request.GET.getlist("channel"))) or ["public"]
+    try:
+        requested = request.GET.getlist("channel")
+    except TooManyFieldsSent:
+        return error(400, "too many query parameters")
+    channels = list(dict.fromkeys(requested)) or ["public"]
     for name in channels:
         problem = channel_error(name)
         if problem:
@@ -130,10 +136,22 @@ def _feed_channels(request: HttpRequest) -> list[str] | JsonResponse:
     return channels
 
 
+class PolicyFailed(Exception):
+    pass
+
+
 def _unreadable(request: HttpRequest, channels: list[str]) -> list[str]:
-    """The channels the read policy refuses to this user (the stream would answer 403)."""
-    policy = import_string(conf.channel_policy)
-    return [name for name in channels if not policy(request.user, name)]
+    """The channels the read policy refuses to this user (the stream would answer 403).
+    PolicyFailed when a (custom) policy raises: answered 503, as the stream does."""
+    try:
+        policy = import_string(conf.channel_policy)
+        return [name for name in channels if not policy(request.user, name)]
+    except Exception as exc:
+        logger.exception("the channel policy failed for %s", channels)
+        raise PolicyFailed from exc
+
+
+POLICY_FAILED = "the server could not check this request; try again"
 
 
 def _known_types(channels: list[str], extra: list[str]) -> list[str]:
@@ -152,7 +170,10 @@ def feed(request: HttpRequest) -> HttpResponse:
     channels = _feed_channels(request)
     if isinstance(channels, JsonResponse):
         return channels
-    denied = _unreadable(request, channels)
+    try:
+        denied = _unreadable(request, channels)
+    except PolicyFailed:
+        return error(503, POLICY_FAILED)
     context: dict[str, Any] = {"channels": channels, "denied": denied, "types": [], "position": ""}
     if denied:
         return render(request, "events/feed.html", context, status=403)
@@ -177,7 +198,10 @@ def feed_types(request: HttpRequest) -> HttpResponse:
     channels = _feed_channels(request)
     if isinstance(channels, JsonResponse):
         return channels
-    denied = _unreadable(request, channels)
+    try:
+        denied = _unreadable(request, channels)
+    except PolicyFailed:
+        return error(503, POLICY_FAILED)
     if denied:
         return error(403, f"not allowed to read channel {denied[0]!r}")
     return JsonResponse({"types": _known_types(channels, [])})
@@ -227,7 +251,7 @@ async def healthz(request: HttpRequest) -> HttpResponse:
 
 
 # Error pages: JSON for the product's own endpoints, Django's usual pages elsewhere.
-JSON_PATH_PREFIXES = ("/events/", "/presence/", "/healthz")
+JSON_PATH_PREFIXES = ("/events/", "/presence/", "/healthz", "/feed/types/")
 
 
 def _json_or_default(status: int, reason: str, default: Any) -> Any:

@@ -30,6 +30,16 @@ def _env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use 1/0, true/false)")
 
 
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a whole number") from None
+
+
 def _env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
@@ -139,13 +149,15 @@ WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
 LOGIN_URL = "/admin/login/"
+# Django's database sessions, refusing forged keys before they reach a query.
+SESSION_ENGINE = "events.sessions"
 
 # Production hardening, driven by the environment (see README "Deployment").
 SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", False)
 SESSION_COOKIE_SECURE = _env_bool("SECURE_COOKIES", not DEBUG and SECURE_SSL_REDIRECT)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0"))
-SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
+SECURE_HSTS_SECONDS = _env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", SECURE_HSTS_SECONDS > 0)
 SECURE_HSTS_PRELOAD = _env_bool("SECURE_HSTS_PRELOAD", False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
@@ -154,9 +166,11 @@ if _env_bool("BEHIND_HTTPS_PROXY", False):
 
 # Product settings that deployments set from the environment (SPEC 6); the other
 # EVENTS_* settings keep the defaults of events/conf.py unless set here.
-EVENTS_PUBLISH_TOKEN = os.environ.get("EVENTS_PUBLISH_TOKEN", "")
+# Stripped, as the bearer value is: a trailing newline from a secrets file must not
+# make every token silently fail to match.
+EVENTS_PUBLISH_TOKEN = os.environ.get("EVENTS_PUBLISH_TOKEN", "").strip()
 EVENTS_ALLOWED_ORIGINS = _env_list("EVENTS_ALLOWED_ORIGINS")
-EVENTS_MAX_STREAMS_PER_CLIENT = int(os.environ.get("EVENTS_MAX_STREAMS_PER_CLIENT") or 0)
+EVENTS_MAX_STREAMS_PER_CLIENT = _env_int("EVENTS_MAX_STREAMS_PER_CLIENT", 0)
 if os.environ.get("EVENTS_PRESENCE_TTL_SECONDS"):
     # Short in the tests, so that a killed process's subscriber counts vanish quickly.
     EVENTS_PRESENCE_TTL_SECONDS = float(os.environ["EVENTS_PRESENCE_TTL_SECONDS"])

@@ -52,8 +52,10 @@ class Stream:
         query: bytes = b"",
         headers: list[tuple[bytes, bytes]] | None = None,
         method: str = "GET",
+        scope: dict[str, Any] | None = None,
     ) -> None:
-        self.communicator = ApplicationCommunicator(application, http_scope(path, query, headers, method))
+        scope = scope or http_scope(path, query, headers, method)
+        self.communicator = ApplicationCommunicator(application, scope)
         self.status: int | None = None
         self.headers: dict[bytes, bytes] = {}
         self.buffer = b""

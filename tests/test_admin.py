@@ -85,12 +85,13 @@ def test_add_form_sends_the_event(admin_client: Client) -> None:
         ({"type": "t", "data": "{not json"}, "data"),
         ({"type": "t", "data": "NaN"}, "data"),
         ({"type": "t", "data": ""}, "data"),
+        ({"type": "t", "data": "[" * 100_000}, "data"),
         ({"channel": "bad name", "type": "t", "data": "1"}, "channel"),
         ({"channel": "a/b", "type": "t", "data": "1"}, "channel"),
         ({"type": "bad type", "data": "1"}, "type"),
         ({"type": "a:b", "data": "1"}, "type"),
     ],
-    ids=["bad-json", "nan", "empty-data", "channel-space", "channel-slash", "type-space", "type-colon"],
+    ids=["bad-json", "nan", "empty-data", "deep-nesting", "channel-space", "channel-slash", "type-space", "type-colon"],
 )
 def test_add_form_rejects_bad_input(admin_client: Client, form: dict[str, str], field: str) -> None:
     name = channel()
@@ -201,3 +202,14 @@ def test_view_on_site_opens_the_live_feed_of_the_channel(admin_client: Client) -
     order = Order.objects.create(customer="Di")
     html = admin_client.get(f"/admin/demo/order/{order.pk}/change/").content.decode()
     assert 'href="/feed/?channel=orders"' in html
+
+
+def test_stored_events_cannot_be_deleted_from_the_admin(admin_client: Client) -> None:
+    """Deleting an event would leave a hole in its channel's seqs, which resume reads
+    as "trimmed": the log is read-only apart from sending."""
+    stored = send_event(channel(), {"n": 1})
+    changelist = admin_client.get("/admin/events/event/")
+    assert "delete_selected" not in changelist.content.decode()
+    response = admin_client.post(f"/admin/events/event/{stored.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 403
+    assert Event.objects.filter(pk=stored.pk).exists()

@@ -184,8 +184,10 @@ def test_non_string_policy(settings, value):
         ["https://app.example.com"],
         ("https://app.example.com", "http://localhost:8000"),
         ["http://127.0.0.1:8000"],
+        ["http://[::1]:8000"],
+        ["https://app.example.com:8443"],
     ],
-    ids=["empty-list", "empty-tuple", "one", "tuple", "ip-port"],
+    ids=["empty-list", "empty-tuple", "one", "tuple", "ip-port", "ipv6-port", "other-port"],
 )
 def test_good_origins(settings, value):
     settings.EVENTS_ALLOWED_ORIGINS = value
@@ -214,8 +216,34 @@ def test_origins_not_a_list_of_str(settings, value):
 
 @pytest.mark.parametrize(
     "origin",
-    ["https://app.example.com/", "app.example.com", "https://", "", "localhost:8000", "https://a.com//"],
-    ids=["trailing-slash", "no-scheme", "no-host", "empty", "host-port", "double-slash"],
+    [
+        "https://app.example.com/",
+        "app.example.com",
+        "https://",
+        "",
+        "localhost:8000",
+        "https://a.com//",
+        "https://*.example.com",
+        "https://App.Example.com",
+        "HTTPS://app.example.com",
+        "https://a.com:443",
+        "http://a.com:80",
+        "https://user@a.com",
+    ],
+    ids=[
+        "trailing-slash",
+        "no-scheme",
+        "no-host",
+        "empty",
+        "host-port",
+        "double-slash",
+        "wildcard-subdomain",
+        "uppercase-host",
+        "uppercase-scheme",
+        "default-https-port",
+        "default-http-port",
+        "userinfo",
+    ],
 )
 def test_bad_origin_entry(settings, origin):
     settings.EVENTS_ALLOWED_ORIGINS = ["https://ok.example.com", origin]

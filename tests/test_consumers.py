@@ -13,7 +13,7 @@ from django.conf import settings as django_settings
 from events import asend_event
 from events.hub import get_hub
 from site_config.asgi import application
-from tests.streams import Stream
+from tests.streams import Stream, http_scope
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hub_cleanup")]
 
@@ -164,13 +164,68 @@ async def numsub_becomes(name: str, expected: int, timeout: float = 5) -> bool:
     return True
 
 
-async def test_disconnected_stream_receives_nothing_more() -> None:
+async def test_disconnected_stream_is_forgotten_while_others_go_on() -> None:
     name = channel()
-    stream = await open_stream(f"/events/{name}/")
-    await live(stream)
-    await stream.close()
+    gone = await open_stream(f"/events/{name}/")
+    staying = await open_stream(f"/events/{name}/")
+    await live(gone)
+    await live(staying)
+    hub = get_hub()
+    assert len(hub.channels[name].subscribers) == 2
+    await gone.close()
+    # Forgotten at once: the hub no longer holds it, so no event is written to it.
+    assert len(hub.channels[name].subscribers) == 1
+    assert len(hub.streams) == 1
     await asend_event(name, "after")
-    assert await stream.communicator.receive_nothing(0.3)
+    [event] = await staying.events(1)
+    assert json.loads(event["data"]) == "after"
+    assert b"after" not in gone.buffer
+    await staying.close()
+
+
+async def test_stream_without_the_trailing_slash() -> None:
+    """GET /events/<channel> used to fall through to the publish view: 405 "GET is not allowed"."""
+    name = channel()
+    stream = await open_stream(f"/events/{name}")
+    assert stream.status == 200
+    assert stream.headers[b"content-type"] == b"text/event-stream"
+    await live(stream)
+    await asend_event(name, {"n": 1})
+    [event] = await stream.events(1)
+    assert event["id"] == f"{name}:1"
+    await stream.close()
+
+
+@pytest.mark.parametrize("host", [b"evil.example", b"evil.example:80", b""], ids=["other", "other-port", "empty"])
+async def test_a_host_outside_allowed_hosts_is_400(host: bytes) -> None:
+    """Streams skip Django's request handling; they check ALLOWED_HOSTS themselves."""
+    path = f"/events/{channel()}/"
+    scope = {**http_scope(path), "headers": [(b"host", host)], "server": None}
+    stream = await Stream(application, path, scope=scope).open()
+    assert stream.status == 400
+    assert "Host" in json.loads(await stream.body())["error"]
+    assert stream.headers[b"x-content-type-options"] == b"nosniff"
+
+
+async def test_a_stream_opened_with_a_token_ends_when_the_token_expires() -> None:
+    from events.tokens import make_token
+
+    name = channel()
+    token = make_token([name], ttl=1)
+    stream = await open_stream("/events/", f"channel={name}&token={token}".encode())
+    assert stream.status == 200
+    await live(stream)
+    # The grant runs out within a second or two: the server ends the response itself.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 4
+    while not stream.ended:
+        await stream.read_chunk(timeout=deadline - loop.time())
+    await stream.communicator.wait(5)
+    assert not get_hub().streams
+    # Coming back with the same token is refused.
+    again = await open_stream("/events/", f"channel={name}&token={token}".encode())
+    assert again.status == 403
+    assert "expired" in json.loads(await again.body())["error"]
 
 
 @pytest.mark.parametrize(
@@ -179,13 +234,14 @@ async def test_disconnected_stream_receives_nothing_more() -> None:
         ("/events/bad name/", b"", "may only contain"),
         ("/events/" + "x" * 81 + "/", b"", "1 to 80"),
         ("/events/a/b/", b"", "may only contain"),
+        ("/events/a/b", b"", "may only contain"),
         ("/events/", b"", "no channel requested"),
         ("/events/", b"channel=", "1 to 80"),
         ("/events/", b"channel=ok&channel=no%0Away", "may only contain"),
         ("/events/", b"channel=%FF%FE", "may only contain"),
         ("/events/", "&".join(f"channel=c{i}" for i in range(11)).encode(), "at most 10"),
     ],
-    ids=["space", "too-long", "slash", "none", "empty", "newline", "bad-utf8", "too-many"],
+    ids=["space", "too-long", "slash", "slash-no-trailing", "none", "empty", "newline", "bad-utf8", "too-many"],
 )
 async def test_bad_channel_requests_are_400_json_before_any_stream(path, query, reason) -> None:
     stream = await open_stream(path, query)

@@ -118,3 +118,25 @@ def test_feed_static_files_are_served(client: Client, path: str, content_type: s
     body = b"".join(response.streaming_content) if response.streaming else response.content
     assert body.strip()
     response.close()
+
+
+def failing_policy(user, channel_name):
+    raise RuntimeError("the policy's database is down")
+
+
+@pytest.mark.parametrize("path", ["/feed/", "/feed/types/"])
+def test_a_failing_policy_is_503_json_not_500(client: Client, settings, path: str, caplog) -> None:
+    settings.EVENTS_CHANNEL_POLICY = "tests.test_feed.failing_policy"
+    response = client.get(f"{path}?channel=orders")
+    assert response.status_code == 503
+    assert "try again" in response.json()["error"]
+    assert "the channel policy failed" in caplog.text
+
+
+@pytest.mark.parametrize("path", ["/feed/", "/feed/types/"])
+def test_too_many_query_parameters_is_400_json(client: Client, path: str) -> None:
+    query = "&".join(f"channel=c{n}" for n in range(1500))
+    response = client.get(f"{path}?{query}")
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert "too many" in response.json()["error"]

@@ -5,7 +5,7 @@ import time
 import pytest
 from django.core import signing
 
-from events.tokens import SALT, TokenError, granted_channels, make_token
+from events.tokens import SALT, TokenError, granted_channels, make_token, read_token
 
 
 def test_round_trip_grants_the_named_channels() -> None:
@@ -18,9 +18,11 @@ def test_round_trip_grants_the_named_channels() -> None:
     [
         ([], 60, "at least one channel"),
         (["bad name"], 60, "may only contain"),
-        (["ok"], 0, "ttl must be positive"),
+        (["ok"], 0, "ttl must be a positive"),
+        (["ok"], float("inf"), "ttl must be a positive"),
+        (["ok"], float("nan"), "ttl must be a positive"),
     ],
-    ids=["none", "bad-name", "zero-ttl"],
+    ids=["none", "bad-name", "zero-ttl", "infinite-ttl", "nan-ttl"],
 )
 def test_make_token_rejects_bad_input(channels, ttl, message) -> None:
     with pytest.raises(ValueError, match=message):
@@ -63,3 +65,10 @@ def test_malformed_tokens(token: str) -> None:
 def test_validly_signed_but_wrong_shape(payload) -> None:
     with pytest.raises(TokenError, match="malformed"):
         granted_channels(signing.dumps(payload, salt=SALT))
+
+
+def test_read_token_tells_until_when() -> None:
+    before = time.time()
+    grant = read_token(make_token(["a", "b"], ttl=60))
+    assert grant.channels == {"a", "b"}
+    assert before + 59 <= grant.expires <= time.time() + 60
