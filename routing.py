@@ -1,8 +1,8 @@
 """ASGI routing: SSE streams go to the consumer, everything else to Django.
 
 GET (and HEAD) on /events/<channel>/ (the trailing slash optional) and /events/ are
-streams; POST and OPTIONS on the same paths reach the publish endpoint, a plain Django view, so that sessions, CSRF and
-the admin's auth work as everywhere else in Django.
+streams; POST and OPTIONS on the same paths reach the publish endpoint, a plain Django
+view, so that sessions, CSRF and the admin's auth work as everywhere else in Django.
 """
 
 from __future__ import annotations

@@ -44,7 +44,9 @@ def _is_origin(value: str) -> bool:
         return False
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     scheme = parts.scheme.lower()
-    canonical = f"{scheme}://{host}" + (f":{port}" if port is not None and port != DEFAULT_PORTS.get(scheme) else "")
+    if port is not None and port != DEFAULT_PORTS.get(scheme):
+        host = f"{host}:{port}"
+    canonical = f"{scheme}://{host}"
     return value == canonical
 
 

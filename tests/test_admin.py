@@ -91,7 +91,16 @@ def test_add_form_sends_the_event(admin_client: Client) -> None:
         ({"type": "bad type", "data": "1"}, "type"),
         ({"type": "a:b", "data": "1"}, "type"),
     ],
-    ids=["bad-json", "nan", "empty-data", "deep-nesting", "channel-space", "channel-slash", "type-space", "type-colon"],
+    ids=[
+        "bad-json",
+        "nan",
+        "empty-data",
+        "deep-nesting",
+        "channel-space",
+        "channel-slash",
+        "type-space",
+        "type-colon",
+    ],
 )
 def test_add_form_rejects_bad_input(admin_client: Client, form: dict[str, str], field: str) -> None:
     name = channel()

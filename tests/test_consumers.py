@@ -196,7 +196,9 @@ async def test_stream_without_the_trailing_slash() -> None:
     await stream.close()
 
 
-@pytest.mark.parametrize("host", [b"evil.example", b"evil.example:80", b""], ids=["other", "other-port", "empty"])
+@pytest.mark.parametrize(
+    "host", [b"evil.example", b"evil.example:80", b""], ids=["other", "other-port", "empty"]
+)
 async def test_a_host_outside_allowed_hosts_is_400(host: bytes) -> None:
     """Streams skip Django's request handling; they check ALLOWED_HOSTS themselves."""
     path = f"/events/{channel()}/"
@@ -241,7 +243,17 @@ async def test_a_stream_opened_with_a_token_ends_when_the_token_expires() -> Non
         ("/events/", b"channel=%FF%FE", "may only contain"),
         ("/events/", "&".join(f"channel=c{i}" for i in range(11)).encode(), "at most 10"),
     ],
-    ids=["space", "too-long", "slash", "slash-no-trailing", "none", "empty", "newline", "bad-utf8", "too-many"],
+    ids=[
+        "space",
+        "too-long",
+        "slash",
+        "slash-no-trailing",
+        "none",
+        "empty",
+        "newline",
+        "bad-utf8",
+        "too-many",
+    ],
 )
 async def test_bad_channel_requests_are_400_json_before_any_stream(path, query, reason) -> None:
     stream = await open_stream(path, query)
