@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
@@ -27,6 +28,14 @@ logger = logging.getLogger(__name__)
 DEFAULT_EVENT_TYPE = "message"
 # The longest a broadcast may take before it is given up (and logged).
 BROADCAST_TIMEOUT_SECONDS = 5.0
+# After a failed broadcast, publishers of this process skip the layer for this long
+# rather than each waiting up to BROADCAST_TIMEOUT_SECONDS on a Redis that is down (an
+# admin action over 100 rows would otherwise hang for minutes). Skipping loses nothing:
+# the event is stored; every hub compares its position with the store after each
+# liveness ping (events/hub.py, at most PING_INTERVAL_SECONDS apart) and delivers what
+# was never broadcast, and streams that lost the layer resume from the store.
+BREAKER_SECONDS = 2.0
+_skip_until = 0.0
 # The open events.testing.capture_events() lists: each gets every event sent meanwhile.
 captures: list[list[Event]] = []
 
@@ -93,12 +102,34 @@ def broadcast(event: Event) -> bool:
     if layer is None:
         logger.error("no channel layer configured; event %s stored but not broadcast", event.sse_id)
         return False
+    global _skip_until
+    if time.monotonic() < _skip_until:
+        logger.warning(
+            "broadcast of event %s skipped: the channel layer failed moments ago; "
+            "it is stored and subscribers will get it from the store",
+            event.sse_id,
+        )
+        return False
     try:
         async_to_sync(_group_send)(layer, group_name(event.channel), message_for(event))
-    except Exception:
-        logger.exception("broadcast of event %s failed; it is stored and will be replayed", event.sse_id)
+    except Exception as exc:
+        _skip_until = time.monotonic() + BREAKER_SECONDS
+        # One line: a publisher in a shell while Redis is down should not see a page of
+        # traceback for an event that is safe. The traceback is there at DEBUG.
+        logger.error(
+            "broadcast of event %s failed (%s); it is stored and will be replayed",
+            event.sse_id,
+            _describe(exc),
+        )
+        logger.debug("broadcast of event %s failed", event.sse_id, exc_info=True)
         return False
     return True
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {BROADCAST_TIMEOUT_SECONDS:g} s"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 async def _group_send(layer: Any, group: str, message: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from events.conf import conf
 from events.names import channel_error, event_type_error
 from events.positions import format_position
 from events.publish import send_event
+from events.shell import python_command
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +175,13 @@ def feed(request: HttpRequest) -> HttpResponse:
         denied = _unreadable(request, channels)
     except PolicyFailed:
         return error(503, POLICY_FAILED)
-    context: dict[str, Any] = {"channels": channels, "denied": denied, "types": [], "position": ""}
+    context: dict[str, Any] = {
+        "channels": channels,
+        "denied": denied,
+        "types": [],
+        "position": "",
+        "python": python_command(),
+    }
     if denied:
         return render(request, "events/feed.html", context, status=403)
     from events import store

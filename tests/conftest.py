@@ -57,6 +57,16 @@ def _end_stray_database_sessions(django_db_setup: None, django_db_blocker: Any) 
         )
 
 
+@pytest.fixture(autouse=True)
+def _closed_broadcast_breaker() -> None:
+    """Every test starts as if the channel layer had never failed in this process: a
+    failure in one test (an outage test) must not make the next one skip broadcasts
+    (events/publish.py, BREAKER_SECONDS)."""
+    from events import publish
+
+    publish._skip_until = 0.0
+
+
 @pytest.fixture
 async def hub_cleanup() -> AsyncIterator[None]:
     """Stop the test loop's hub at the end, so no task outlives the loop."""

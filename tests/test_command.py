@@ -75,6 +75,23 @@ def test_data_is_json_or_else_a_string(data: str, stored: str) -> None:
     assert Event.objects.get(channel=name).data == stored
 
 
+@pytest.mark.parametrize(
+    ("data", "noted"),
+    [('{"a": 1', True), ("[1, 2", True), ("hello world", False), ("42", False)],
+    ids=["broken-object", "broken-array", "plain-string", "json"],
+)
+def test_json_that_looks_broken_is_noted_on_stderr(data: str, noted: bool) -> None:
+    name = channel()
+    out, err = StringIO(), StringIO()
+    call_command("send_event", name, data, stdout=out, stderr=err)
+    assert out.getvalue() == f"{name}:1\n"
+    if noted:
+        assert err.getvalue().count("\n") == 1
+        assert "not valid JSON" in err.getvalue() and "as a string" in err.getvalue()
+    else:
+        assert err.getvalue() == ""
+
+
 @pytest.mark.parametrize("data", ["NaN", "Infinity", "-Infinity", '{"x": NaN}'])
 def test_non_json_number_literals_are_taken_as_a_string(data: str) -> None:
     name = channel()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -313,12 +314,51 @@ def test_a_redis_that_never_answers_does_not_hang_the_publisher(monkeypatch, cap
     assert any(f"{event.sse_id}" in r.getMessage() and "stored" in r.getMessage() for r in caplog.records)
 
 
-def test_publishing_recovers_after_a_failed_broadcast(caplog) -> None:
-    """After the layer comes back, the next event is broadcast with the next seq."""
+def test_failed_broadcast_is_one_line_at_error_traceback_at_debug(dead_layer: None, caplog) -> None:
+    name = channel()
+    with caplog.at_level(logging.ERROR, logger="events"):
+        send_event(name, 1)
+    [record] = [r for r in caplog.records if r.name == "events.publish"]
+    assert record.exc_info is None
+    assert "\n" not in record.getMessage()
+    assert "ConnectionError" in record.getMessage()
+
+
+def test_after_a_failure_publishers_skip_the_layer_for_a_moment(
+    dead_layer: None, caplog, monkeypatch
+) -> None:
+    """While Redis is down, only the first publish waits on it; the next ones within
+    BREAKER_SECONDS are stored and skip the broadcast (the hubs deliver them from the store)."""
+    from events import publish
+
+    attempts = []
+    real = publish._group_send
+
+    async def counting(*args):
+        attempts.append(args[1])
+        await real(*args)
+
+    monkeypatch.setattr(publish, "_group_send", counting)
+    name = channel()
+    with caplog.at_level(logging.WARNING, logger="events"):
+        events = [send_event(name, n) for n in range(5)]
+    assert [e.seq for e in events] == [1, 2, 3, 4, 5]
+    assert len(attempts) == 1
+    skipped = [r for r in caplog.records if "skipped" in r.getMessage()]
+    assert [f"{name}:{n}" in r.getMessage() for n, r in zip(range(2, 6), skipped, strict=True)] == [True] * 4
+
+
+def test_publishing_recovers_after_a_failed_broadcast(caplog, monkeypatch) -> None:
+    """After the layer comes back (and the breaker's moment has passed), the next event
+    is broadcast with the next seq."""
+    from events import publish
+
+    monkeypatch.setattr(publish, "BREAKER_SECONDS", 0.2)
     name = channel()
     with layer_without_redis(), caplog.at_level(logging.ERROR, logger="events"):
         send_event(name, "lost live, kept stored")
     assert any(f"{name}:1" in r.getMessage() for r in caplog.records)
+    time.sleep(0.3)
     with GroupListener(name) as listener:
         event = send_event(name, "live again")
         [message] = listener.messages(count=1, timeout=ARRIVE)

@@ -139,11 +139,20 @@ async def test_redis_outage_loses_nothing(private_redis: RedisServer, server_env
         await client.wait_for(lambda events: len(events) >= 2, 30)
         await sync_to_async(send_event)(name, 3)  # publishing recovered, daphne untouched
         await client.wait_for(lambda events: len(events) >= 3, 30)
+        # Publishing through daphne itself recovered too, without a restart.
+        async with httpx.AsyncClient(timeout=10) as http:
+            response = await http.post(
+                f"{server.url}/events/{name}/",
+                json={"data": 4},
+                headers={"Authorization": f"Bearer {env['EVENTS_PUBLISH_TOKEN']}"},
+            )
+        assert response.status_code == 201, response.text
+        await client.wait_for(lambda events: len(events) >= 4, 30)
     finally:
         await client.stop()
         server.stop()
-    assert [json.loads(e.data) for e in client.events] == [1, 2, 3]
-    assert [e.id for e in client.events] == [f"{name}:1", f"{name}:2", f"{name}:3"]
+    assert [json.loads(e.data) for e in client.events] == [1, 2, 3, 4]
+    assert [e.id for e in client.events] == [f"{name}:{n}" for n in (1, 2, 3, 4)]
 
 
 async def test_message_the_layer_never_delivered_is_filled_from_the_store(daphne: Daphne) -> None:

@@ -20,8 +20,12 @@ class Command(BaseCommand):
         try:
             # NaN and Infinity are not JSON: such DATA is a string like any non-JSON.
             payload = json.loads(data, parse_constant=_reject_constant)
-        except (ValueError, RecursionError):
+        except (ValueError, RecursionError) as exc:
             payload = data
+            if data.lstrip()[:1] in ("{", "[", '"'):
+                # Most likely a JSON typo: say so, but keep the documented behaviour.
+                reason = exc.args[0] if isinstance(exc, ValueError) and exc.args else "nested too deeply"
+                self.stderr.write(f"note: DATA is not valid JSON ({reason}); sending it as a string")
         try:
             stored = send_event(channel, payload, event=event)
         except ValueError as exc:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 from typing import Any
@@ -11,6 +12,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from events import embedded_redis
+from events.shell import python_command
 
 
 def port_number(value: str) -> int:
@@ -23,6 +25,20 @@ def port_number(value: str) -> int:
     return port
 
 
+def _check_free(host: str, port: int) -> None:
+    """A one-line reason, before anything starts, when the address is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CommandError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); is a server already running? "
+                f"Choose another port with PORT=..."
+            ) from exc
+
+
 class Command(BaseCommand):
     help = "Serve the site with daphne, starting the embedded Redis first when REDIS_URL is not set."
 
@@ -32,6 +48,7 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=port_number, default=os.environ.get("PORT", "8000"))
 
     def handle(self, *args: Any, host: str, port: int, **options: Any) -> None:
+        _check_free(host, port)
         redis_process = None
         if settings.REDIS_IS_EMBEDDED:
             try:
@@ -42,10 +59,11 @@ class Command(BaseCommand):
         else:
             self.stdout.write(f"Redis: {settings.REDIS_URL}")
         base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        python = python_command()
         self.stdout.write(
-            f"Feed page:  {base}/feed/?channel=public\n"
-            f"Admin:      {base}/admin/   (create a user: python manage.py createsuperuser)\n"
-            f'Publish:    python manage.py send_event public \'{{"hello": "world"}}\'\n'
+            f"Feed page:  {base}/feed/?channel=orders&channel=public\n"
+            f"Admin:      {base}/admin/   (create a user: {python} manage.py createsuperuser)\n"
+            f'Publish:    {python} manage.py send_event public \'{{"hello": "world"}}\'\n'
         )
         daphne = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "site_config.asgi:application"]
