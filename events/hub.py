@@ -262,6 +262,23 @@ class Hub:
             missed = await _page(channel, state.last_seq, upto, FILL_PAGE)
             if not missed:
                 break
+            if missed[0].seq != state.last_seq + 1:
+                # Trimmed before we could deliver it (this process fell behind by more
+                # than EVENTS_HISTORY_PER_CHANNEL): the streams cannot be made whole.
+                # End them; each resumes, and is told by a stream-reset.
+                logger.warning(
+                    "channel %r: seqs %d..%d are no longer stored; ending its %d streams",
+                    channel,
+                    state.last_seq + 1,
+                    missed[0].seq - 1,
+                    len(state.subscribers),
+                )
+                for stream in list(state.subscribers):
+                    try:
+                        await stream.close_stream()
+                    except Exception:
+                        logger.exception("ending a stream failed")
+                state.last_seq = missed[0].seq - 1
             for event in missed:
                 await self._deliver(channel, state, event.seq, event.type, event.data)
             filled += len(missed)
@@ -277,13 +294,13 @@ class Hub:
         publisher can die between commit and broadcast. One query per interval finds
         those, so such an event arrives late rather than never.
         """
-        names = [name for name, state in self.channels.items() if state.ready.is_set()]
-        if not names:
+        seen = {name: state for name, state in self.channels.items() if state.ready.is_set()}
+        if not seen:
             return
-        latest = await _last_seqs(names)
-        for name in names:
-            state = self.channels.get(name)
-            if state is None or latest[name] <= state.last_seq:
+        latest = await _last_seqs(list(seen))
+        for name, state in seen.items():
+            # A channel left (and maybe joined afresh) during the query is not ours to fill.
+            if self.channels.get(name) is not state or latest[name] <= state.last_seq:
                 continue
             async with state.lock:
                 if latest[name] > state.last_seq:

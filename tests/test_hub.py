@@ -1,0 +1,89 @@
+"""The per-process hub's safety nets, through real streams and real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from events import asend_event, hub, store
+from events.consumers import EventStreamConsumer
+from site_config.asgi import application
+from tests.streams import Stream
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hub_cleanup")]
+
+
+def channel() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+async def open_live(path: str, query: bytes = b"", headers=None) -> Stream:
+    stream = await Stream(application, path, query, headers).open()
+    await stream.frames_until(lambda fs: any("id" in f for f in fs))
+    return stream
+
+
+async def read_until_ended(stream: Stream, timeout: float = 5) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not stream.ended:
+        await stream.read_chunk(timeout=max(0.01, deadline - loop.time()))
+
+
+async def test_a_last_event_never_broadcast_arrives_by_reconciliation(monkeypatch) -> None:
+    """A message the layer lost with no later event to reveal the gap (a publisher that
+    died between commit and broadcast): the hub's check against the store after each
+    liveness ping delivers it."""
+    monkeypatch.setattr(hub, "PING_INTERVAL_SECONDS", 0.2)
+    name = channel()
+    stream = await open_live(f"/events/{name}/")
+    await sync_to_async(store.append)(name, "message", '"never broadcast"')  # no broadcast, no follow-up
+    [event] = await stream.events(1, timeout=10)
+    assert (event["id"], event["data"]) == (f"{name}:1", '"never broadcast"')
+    await stream.close()
+
+
+async def test_a_gap_that_was_trimmed_ends_the_stream_and_resume_is_reset() -> None:
+    """A hub that fell behind by more than the retained history cannot fill the gap: its
+    streams end, and the client's resume answers stream-reset rather than skipping."""
+    name = channel()
+    stream = await open_live(f"/events/{name}/")
+    for n in range(30):
+        await sync_to_async(store.append)(name, "message", json.dumps(n))  # never broadcast
+    await sync_to_async(store.trim)(name, 5)  # seqs 1..25 are gone
+    await asend_event(name, "after the gap")  # seq 31 reveals the gap
+    await read_until_ended(stream)
+    assert b"data: 0\n" not in stream.buffer
+    await stream.communicator.wait(5)
+
+    again = await Stream(
+        application, f"/events/{name}/", headers=[(b"last-event-id", f"{name}:0".encode())]
+    ).open()
+    first = await again.events(1)
+    assert first[0]["event"] == "stream-reset"
+    await again.close()
+
+
+async def test_live_frames_held_during_a_replay_are_bounded_in_bytes(settings) -> None:
+    """While a stream replays, live frames wait in memory; past PENDING_BYTES_FACTOR x
+    EVENTS_MAX_QUEUED_BYTES the stream is ended (it resumes) instead of growing."""
+    settings.EVENTS_MAX_QUEUED_BYTES = 1000
+    consumer = EventStreamConsumer()
+    consumer.channels = ("c",)
+    consumer.pending = []
+    ended = []
+
+    async def close_stream(abort: bool = False, final: bytes = b"") -> None:
+        ended.append(abort)
+
+    consumer.close_stream = close_stream  # type: ignore[method-assign]
+    frame = b"x" * 400
+    for seq in range(1, 11):  # 4,000 bytes: the bound
+        await consumer.deliver("c", seq, frame, frame)
+    assert ended == []
+    await consumer.deliver("c", 11, frame, frame)
+    assert ended == [True]
