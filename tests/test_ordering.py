@@ -44,7 +44,7 @@ def test_a_later_seq_never_commits_before_an_earlier_one() -> None:
     send_event(name, 0)
     first_holds_seq = threading.Event()
     release_first = threading.Event()
-    results: dict[str, int] = {}
+    results: dict[str, object] = {}
     order: list[str] = []
 
     def slow_publisher() -> None:
@@ -57,6 +57,10 @@ def test_a_later_seq_never_commits_before_an_earlier_one() -> None:
     def fast_publisher() -> None:
         results["fast"] = send_event(name, "fast").seq
         order.append("fast committed")
+        # By the time the fast publisher has committed, the slow one's earlier seq is
+        # visible. (Comparing when each thread reached its next line is a race: the
+        # slow thread may be descheduled between its commit and its append.)
+        results["seqs_seen_by_fast"] = visible_seqs(name)
 
     slow = in_thread(slow_publisher)
     assert first_holds_seq.wait(10)
@@ -68,7 +72,8 @@ def test_a_later_seq_never_commits_before_an_earlier_one() -> None:
     release_first.set()
     slow.join(15)
     fast.join(15)
-    assert order == ["slow committed", "fast committed"]
+    assert sorted(order) == ["fast committed", "slow committed"]
+    assert results["seqs_seen_by_fast"] == [1, 2, 3]
     assert (results["slow"], results["fast"]) == (2, 3)
     assert visible_seqs(name) == [1, 2, 3]
 
