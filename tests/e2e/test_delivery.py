@@ -63,39 +63,7 @@ def private_redis() -> Iterator[RedisServer]:
     server.stop()
 
 
-async def test_chaos_exactly_once_in_order(server_env) -> None:
-    """Two publisher processes, two daphne processes (one SIGKILLed and restarted), a
-    client that keeps hanging up and resuming: every event arrives once, in order."""
-    a, b = channel(), channel()
-    first, second = Daphne(server_env).start(), Daphne(server_env).start()
-    client = ResumingClient([first.url, second.url], f"/events/?channel={a}&channel={b}", drop_every=17)
-    per_publisher = 150
-    try:
-        client.start()
-        await client.wait_for(lambda events: client.last_id is not None, 10)
-        publishers = [
-            subprocess.Popen(
-                [sys.executable, "-m", "tests.e2e.publisher", tag, str(per_publisher), a, b],
-                cwd=ROOT,
-                env=server_env,
-            )
-            for tag in ("p1", "p2")
-        ]
-        await asyncio.sleep(1.0)
-        first.kill()  # SIGKILL, clients attached
-        kills = 1
-        await asyncio.sleep(1.0)
-        first.start()
-        for publisher in publishers:
-            assert await asyncio.to_thread(publisher.wait, 120) == 0
-        total = 2 * per_publisher
-        await client.wait_for(lambda events: len(events) >= total, 60)
-        await asyncio.sleep(0.5)
-    finally:
-        await client.stop()
-        first.stop()
-        second.stop()
-
+def assert_exactly_once_in_order(client: ResumingClient, a: str, b: str, per_publisher: int) -> int:
     assert client.resets == 0
     events = [e for e in client.events if e.event == "chaos"]
     payloads = [(json.loads(e.data)["tag"], json.loads(e.data)["n"]) for e in events]
@@ -110,9 +78,58 @@ async def test_chaos_exactly_once_in_order(server_env) -> None:
         for tag in ("p1", "p2"):
             ns = [p["n"] for _, p in received[name] if p["tag"] == tag]
             assert ns == sorted(ns)
+    return len(events)
+
+
+async def test_chaos_exactly_once_in_order(server_env) -> None:
+    """Two publisher processes, two daphne processes (one SIGKILLed and restarted), a
+    client that keeps hanging up and resuming across both, and one attached to the
+    killed process when it dies: every event arrives once, in order, at both."""
+    a, b = channel(), channel()
+    first, second = Daphne(server_env).start(), Daphne(server_env).start()
+    path = f"/events/?channel={a}&channel={b}"
+    roaming = ResumingClient([first.url, second.url], path, drop_every=17)
+    # Only ever connects to the process that is killed: certainly attached at the kill,
+    # then refused while it is down, then resuming on its restart.
+    pinned = ResumingClient([first.url], path)
+    per_publisher = 150
+    try:
+        roaming.start()
+        pinned.start()
+        await roaming.wait_for(lambda events: roaming.last_id is not None, 10)
+        await pinned.wait_for(lambda events: pinned.last_id is not None, 10)
+        publishers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "tests.e2e.publisher", tag, str(per_publisher), a, b],
+                cwd=ROOT,
+                env=server_env,
+            )
+            for tag in ("p1", "p2")
+        ]
+        await asyncio.sleep(1.0)
+        assert pinned.connections == 1
+        first.kill()  # SIGKILL, clients attached
+        await asyncio.sleep(1.0)
+        first.start()
+        for publisher in publishers:
+            assert await asyncio.to_thread(publisher.wait, 120) == 0
+        total = 2 * per_publisher
+        await roaming.wait_for(lambda events: len(events) >= total, 60)
+        await pinned.wait_for(lambda events: len(events) >= total, 60)
+        await asyncio.sleep(0.5)
+    finally:
+        await roaming.stop()
+        await pinned.stop()
+        first.stop()
+        second.stop()
+
+    assert pinned.connections >= 2, "the pinned client was not cut off by the kill"
+    count = assert_exactly_once_in_order(roaming, a, b, per_publisher)
+    assert assert_exactly_once_in_order(pinned, a, b, per_publisher) == count
     print(
-        f"chaos: {len(events)} events, {client.connections} connections, {kills} kill, "
-        f"{client.failures} failed connects, lost 0, duplicated 0"
+        f"chaos: {count} events; roaming client {roaming.connections} connections, "
+        f"{roaming.failures} failed; pinned client {pinned.connections} connections, "
+        f"{pinned.failures} failed; lost 0, duplicated 0"
     )
 
 
