@@ -17,8 +17,11 @@ from tests.servers import Daphne
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 REQUESTS = 400
+PUBLISHES = 60
 CONCURRENCY = 20
 SEED = int(os.environ.get("FUZZ_SEED", "20261124"))
+# The e2e servers' publish token (tests/conftest.py server_env).
+PUBLISH_AUTH = b"Bearer e2e-publish-token"
 
 NASTY = [
     b"\x00",
@@ -58,6 +61,12 @@ def rand_path(rng: random.Random) -> bytes:
             b"/events/",
             b"/events/" + rand_bytes(rng) + b"/",
             b"/events/public/",
+            b"/events/public",
+            b"/events/user-1/",
+            b"/events/private-ops/",
+            b"/events/?channel=user-1&channel=private-x&channel=public",
+            b"/feed/?channel=user-1",
+            b"/feed/types/?channel=private-ops",
             b"/events//",
             b"/events/a/b/",
             b"/feed/",
@@ -107,12 +116,25 @@ def rand_headers(rng: random.Random) -> list[bytes]:
         headers.append(
             b"Origin: " + rng.choice([b"https://evil.example", b"null", rand_bytes(rng).replace(b"\n", b"")])
         )
-    if rng.random() < 0.3:
+    if rng.random() < 0.4:
+        # The real token in most of these, so that publish bodies are parsed too.
         headers.append(
-            b"Authorization: " + rng.choice([b"Bearer ", b"Bearer " + rand_bytes(rng), b"Basic x", b""])
+            b"Authorization: "
+            + rng.choice(
+                [PUBLISH_AUTH, PUBLISH_AUTH, b"Bearer ", b"Bearer " + rand_bytes(rng), b"Basic x", b""]
+            )
         )
-    if rng.random() < 0.2:
-        headers.append(b"Cookie: sessionid=" + rand_bytes(rng).replace(b"\n", b"") + b"; csrftoken=x")
+    if rng.random() < 0.3:
+        cookie = rng.choice(
+            [
+                rand_bytes(rng).replace(b"\n", b"").replace(b"\r", b""),
+                # Django's cookie parser turns the quoted octal escape into a real NUL.
+                b'"abcdefgh\\000ijkl"',
+                b"a" * 32,
+                b'"' + rand_bytes(rng).replace(b"\n", b"").replace(b"\r", b"") + b'"',
+            ]
+        )
+        headers.append(b"Cookie: sessionid=" + cookie + b"; csrftoken=x")
     if rng.random() < 0.1:
         headers.append(rand_bytes(rng, 20).replace(b"\n", b"").replace(b":", b"") + b": " + rand_bytes(rng))
     return headers
@@ -144,14 +166,30 @@ def build_request(rng: random.Random) -> bytes:
     if query and b"?" not in target:
         target += b"?" + query
     body = rand_body(rng) if method in (b"POST", b"PUT") else b""
+    host = rng.choice([b"127.0.0.1", b"127.0.0.1", b"127.0.0.1", b"evil.example", b"", rand_bytes(rng, 20)])
     lines = [
         method + b" " + target + b" HTTP/1.1",
-        b"Host: 127.0.0.1",
+        b"Host: " + host.replace(b"\r", b"").replace(b"\n", b""),
         b"Connection: close",
         *rand_headers(rng),
     ]
     if body or method == b"POST":
         lines += [b"Content-Type: application/json", b"Content-Length: %d" % len(body)]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def build_publish(rng: random.Random, body: bytes | None = None) -> bytes:
+    """An authorised publish to a valid channel: whatever the body, it is parsed."""
+    body = rand_body(rng) if body is None else body
+    target = rng.choice([b"/events/fuzz/", b"/events/fuzz", b"/events/user-1/"])
+    lines = [
+        b"POST " + target + b" HTTP/1.1",
+        b"Host: 127.0.0.1",
+        b"Connection: close",
+        b"Authorization: " + PUBLISH_AUTH,
+        b"Content-Type: application/json",
+        b"Content-Length: %d" % len(body),
+    ]
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
@@ -163,7 +201,10 @@ async def send_one(port: int, request: bytes) -> str:
     try:
         writer.write(request)
         await writer.drain()
-        line = await asyncio.wait_for(reader.readline(), 10)
+        try:
+            line = await asyncio.wait_for(reader.readline(), 10)
+        except TimeoutError:
+            return "no-answer"
         if not line:
             # Twisted drops a connection whose request line or a header is over its
             # line limit (16 KiB) without answering: refused, not an error.
@@ -181,6 +222,8 @@ async def send_one(port: int, request: bytes) -> str:
 async def test_fuzz_live_daphne(daphne: Daphne) -> None:
     rng = random.Random(SEED)
     requests = [build_request(rng) for _ in range(REQUESTS)]
+    requests += [build_publish(rng) for _ in range(PUBLISHES)]
+    requests.append(build_publish(rng, b'{"event": "ok", "data": [1]}'))
     semaphore = asyncio.Semaphore(CONCURRENCY)
 
     async def limited(request: bytes) -> str:
@@ -189,10 +232,12 @@ async def test_fuzz_live_daphne(daphne: Daphne) -> None:
 
     results = await asyncio.wait_for(asyncio.gather(*(limited(r) for r in requests)), 240)
     counts = collections.Counter(results)
-    print(f"fuzz (seed {SEED}): {REQUESTS} requests: {dict(sorted(counts.items()))}")
+    print(f"fuzz (seed {SEED}): {len(requests)} requests: {dict(sorted(counts.items()))}")
     server_errors = {status: n for status, n in counts.items() if status.startswith("5")}
     assert not server_errors, (server_errors, daphne.output()[-3000:])
     assert counts["connect-failed"] == 0
+    assert counts["no-answer"] == 0, "requests the server never answered"
+    assert counts["201"] >= 1, "no publish body got past validation"
     assert daphne.process.poll() is None, "daphne died"
     async with httpx.AsyncClient() as client:
         assert (await client.get(f"{daphne.url}/healthz")).status_code == 200
