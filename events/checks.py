@@ -223,3 +223,20 @@ def check_publish_token(app_configs: Any = None, **kwargs: Any) -> list[Warning]
             )
         ]
     return []
+
+
+@register(Tags.compatibility, deploy=True)
+def check_embedded_redis(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    # settings.REDIS_IS_EMBEDDED: no REDIS_URL, so the layer points at the socket that
+    # only `manage.py serve` (make run) starts. Under the Procfile nothing starts it.
+    if not getattr(settings, "REDIS_IS_EMBEDDED", False):
+        return []
+    return [
+        Warning(
+            "REDIS_URL is not set: the channel layer uses the embedded Redis of `make run`, "
+            "which a deployment (daphne from the Procfile) does not start, so every stream "
+            "would end at once and /healthz would answer 503.",
+            hint="Set REDIS_URL to the Redis shared by all daphne processes and publishers.",
+            id="events.W007",
+        )
+    ]

@@ -9,7 +9,12 @@ import sys
 
 import pytest
 
-from events.checks import check_deployment_mistakes, check_publish_token, check_settings
+from events.checks import (
+    check_deployment_mistakes,
+    check_embedded_redis,
+    check_publish_token,
+    check_settings,
+)
 from tests.servers import ROOT
 
 
@@ -92,8 +97,16 @@ def test_check_deploy_is_clean_with_production_environment() -> None:
     assert "no issues" in result.stdout
 
 
+def test_embedded_redis_is_flagged_for_deployment(settings) -> None:
+    settings.REDIS_IS_EMBEDDED = True
+    assert ids(check_embedded_redis()) == ["events.W007"]
+    settings.REDIS_IS_EMBEDDED = False
+    assert ids(check_embedded_redis()) == []
+
+
 def test_check_deploy_names_what_is_missing_in_development() -> None:
     env = {**os.environ, "DEBUG": "0"}
+    env.pop("REDIS_URL", None)
     env.pop("EVENTS_PUBLISH_TOKEN", None)
     env.pop("SECRET_KEY", None)
     result = subprocess.run(
@@ -104,5 +117,5 @@ def test_check_deploy_names_what_is_missing_in_development() -> None:
         text=True,
         timeout=60,
     )
-    for check_id in ("security.W009", "security.W004", "security.W008", "events.W003"):
+    for check_id in ("security.W009", "security.W004", "security.W008", "events.W003", "events.W007"):
         assert check_id in result.stderr + result.stdout
