@@ -641,3 +641,31 @@ def test_property_dumps_is_one_line_json(payload):
     stream = parse_stream(sse.format_event(text, event="e", id="1"))
     assert len(stream.events) == 1
     assert json.loads(stream.events[0].data) == payload
+
+
+# The frames exactly as the server writes them: the hub's (one channel) and the
+# consumer's (several channels, the id covering each), from any valid channel names,
+# event type and JSON payload.
+valid_names = st.text(alphabet="abcXYZ019._-", min_size=1, max_size=80)
+valid_types = st.text(alphabet="abcXYZ019._-", min_size=1, max_size=64)
+
+
+@PROPERTY
+@given(
+    channels=st.lists(valid_names, min_size=1, max_size=4, unique=True),
+    seqs=st.lists(st.integers(min_value=0, max_value=2**62), min_size=4, max_size=4),
+    event_type=valid_types,
+    payload=json_values,
+)
+def test_property_frames_as_written_round_trip(channels, seqs, event_type, payload):
+    from events.positions import format_position, parse_position
+
+    positions = dict(zip(channels, seqs, strict=False))
+    event_id = format_position(positions, channels)
+    frame = sse.id_line(event_id) + sse.event_body(sse.dumps(payload), event_type)
+    stream = parse_stream(sse.format_retry(3000) + sse.format_comment("ok") + frame + sse.HEARTBEAT)
+    assert len(stream.events) == 1
+    (parsed,) = stream.events
+    assert (parsed.type, parsed.last_event_id) == (event_type, event_id)
+    assert json.loads(parsed.data) == payload
+    assert parse_position(parsed.last_event_id) == positions

@@ -166,6 +166,14 @@ async def test_publish_authority(daphne: Daphne, server_env) -> None:
     async with httpx.AsyncClient(cookies=await sync_to_async(session_cookie)(staff)) as client:
         no_csrf = await client.post(url, json={"data": 1})
         assert no_csrf.status_code == 403 and "CSRF" in no_csrf.json()["error"]
+        # With the CSRF token (cookie and header, as a page of the site sends them): 201.
+        csrf = "a" * 32
+        client.cookies.set("csrftoken", csrf)
+        async with Subscriber(url) as subscriber:
+            ok = await client.post(url, json={"event": "staff", "data": 2}, headers={"X-CSRFToken": csrf})
+            assert ok.status_code == 201, ok.text
+            [event] = await subscriber.wait_for(1)
+        assert (event.event, event.data, event.id) == ("staff", "2", ok.json()["id"])
 
 
 async def test_streams_per_client_limit(server_env) -> None:
