@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,11 +30,28 @@ def _positive_number(name: str, check_id: str, *, integer: bool) -> list[Error]:
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+# A DNS name as browsers serialise it in Origin: ASCII letters, digits, hyphens and dots
+# (internationalised names arrive as xn-- punycode).
+_HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
+
+
+def _canonical_host(hostname: str) -> str | None:
+    """The host as a browser writes it in Origin, or None if it cannot be one."""
+    try:
+        address = ipaddress.ip_address(hostname)
+    except ValueError:
+        return hostname if _HOSTNAME.fullmatch(hostname) else None
+    # IPv6 in its compressed form, in brackets; IPv4 as is.
+    return f"[{address.compressed}]" if address.version == 6 else address.compressed
+
+
 def _is_origin(value: str) -> bool:
     """scheme://host[:port] exactly as browsers serialise it in Origin: lowercase, no
     default port, no wildcard. Origins are matched exactly (events/cors.py), so an entry
     in any other spelling (`https://App.example.com`, `https://a.com:443`,
-    `https://*.example.com`) would silently never match."""
+    `https://*.example.com`, `https://bücher.de`) would silently never match."""
+    if not value.isascii() or any(char.isspace() for char in value):
+        return False
     try:
         parts = urlsplit(value)
         port = parts.port
@@ -40,14 +59,15 @@ def _is_origin(value: str) -> bool:
         return False
     if not (parts.scheme and parts.hostname) or parts.path or parts.query or parts.fragment:
         return False
-    if parts.username is not None or "*" in value:
+    if parts.username is not None or "%" in value:
         return False
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    host = _canonical_host(parts.hostname)
+    if host is None or port == 0:
+        return False
     scheme = parts.scheme.lower()
     if port is not None and port != DEFAULT_PORTS.get(scheme):
         host = f"{host}:{port}"
-    canonical = f"{scheme}://{host}"
-    return value == canonical
+    return value == f"{scheme}://{host}"
 
 
 @register()

@@ -46,6 +46,7 @@ from events.tokens import TokenError, read_token
 logger = logging.getLogger(__name__)
 
 STREAM_RESET = "stream-reset"
+TOKEN_EXPIRED = "token-expired"
 # Live frames held for one stream while it replays from the store; a stream that falls
 # this far behind (in frames, or in bytes: PENDING_BYTES_FACTOR x EVENTS_MAX_QUEUED_BYTES)
 # is ended and resumes instead, keeping what it has already written.
@@ -184,6 +185,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         self.positions: dict[str, int] = {}
         self.pending: list[tuple[str, int, bytes, bytes]] | None = None
         self.pending_bytes = 0
+        self.pending_limit = 0
         self.last_write = 0.0
         self.streaming = False
         self.subscribed = False
@@ -246,20 +248,33 @@ class EventStreamConsumer(AsyncHttpConsumer):
         self.transport = transport_of(self.scope.get(SERVER_SEND_KEY))
         await self._write(sse.format_retry(conf.retry_ms) + sse.format_comment("ok"))
         self.direct_request = _direct_request(self.scope.get(SERVER_SEND_KEY))
-        if self.expires is not None:
-            loop = asyncio.get_running_loop()
-            self._expiry = loop.call_at(loop.time() + self.expires - time.time(), self._expire)
 
-        self.pending = []
-        self.pending_bytes = 0
+        self._hold_live_frames()
         try:
             hub = get_hub()
             self.subscribed = True
             live_from = await hub.subscribe(self)
+            if self.closed:
+                # Ended (the layer lost, say) while subscribe() was still adding us, after
+                # close_stream() had already left the hub: leave again, for good.
+                await hub.unsubscribe(self)
+                return
             await self._catch_up(live_from, resume or None)
         except Exception:
             logger.exception("stream %s could not start; closing it so the client retries", self.channels)
             await self.close_stream()
+            return
+        if self.expires is not None and not self.closed:
+            # Armed only now that the stream is set up, so that expiry never races it.
+            loop = asyncio.get_running_loop()
+            self._expiry = loop.call_at(loop.time() + self.expires - time.time(), self._expire)
+
+    def _hold_live_frames(self) -> None:
+        """From now until the replay is done, deliver() keeps live frames in `pending`."""
+        self.pending = []
+        self.pending_bytes = 0
+        # Read once: deliver() checks it for every frame held.
+        self.pending_limit = PENDING_BYTES_FACTOR * conf.max_queued_bytes
 
     async def _authorise(self, query: list[tuple[str, str]]) -> None:
         """SPEC 4.5: a subscribe token grants exactly its channels; otherwise the policy."""
@@ -370,8 +385,11 @@ class EventStreamConsumer(AsyncHttpConsumer):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + REPLAY_STALL_SECONDS
         lowest = queued_bytes(self.transport) or 0
+        # A window counts as progress only if the client took at least this much: one
+        # byte every half minute must not hold a replay (and its frames) open for ever.
+        progress = max(1, conf.max_queued_bytes // 16)
         while not self.closed and (queued := queued_bytes(self.transport) or 0) > conf.max_queued_bytes // 4:
-            if queued < lowest:
+            if queued <= lowest - progress:
                 # The client took something: a slow but steady reader is not stalled.
                 lowest = queued
                 deadline = loop.time() + REPLAY_STALL_SECONDS
@@ -396,10 +414,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
             # Frames are shared by every stream of the channel, but a stream that has
             # fallen far behind must not pin an unbounded amount of them.
             self.pending_bytes += len(frame)
-            if (
-                len(self.pending) > MAX_PENDING_FRAMES
-                or self.pending_bytes > PENDING_BYTES_FACTOR * conf.max_queued_bytes
-            ):
+            if len(self.pending) > MAX_PENDING_FRAMES or self.pending_bytes > self.pending_limit:
                 logger.warning("stream %s fell behind while catching up; ending it", self.channels)
                 await self.close_stream(abort=True)
             return
@@ -454,12 +469,21 @@ class EventStreamConsumer(AsyncHttpConsumer):
     # -- end -----------------------------------------------------------------------
 
     def _expire(self) -> None:
-        """The subscribe token ran out: end the stream. The browser reconnects with the
-        same URL and gets a 403, or the page supplies a fresh token."""
+        """The subscribe token ran out: end the stream with a `token-expired` event, so
+        that the page knows to open a new stream with a fresh token (EventSource's own
+        reconnect, with the old token, is refused with a 403 it cannot read)."""
         self._expiry = None
         if not self.closed:
             logger.info("subscribe token of stream %s expired; ending it", self.channels)
-            self._expiry_task = asyncio.get_running_loop().create_task(self.close_stream())
+            self._expiry_task = asyncio.get_running_loop().create_task(self._end_expired())
+
+    async def _end_expired(self) -> None:
+        # No id line: the client's last event id stays where it was, to resume from.
+        data = sse.dumps({"channels": list(self.channels)})
+        try:
+            await self.close_stream(final=sse.event_body(data, TOKEN_EXPIRED))
+        except Exception:
+            logger.exception("ending stream %s at token expiry failed", self.channels)
 
     async def _drain(self, timeout: float) -> None:
         """Wait until the server has handed everything written to the kernel."""

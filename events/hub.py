@@ -260,17 +260,18 @@ class Hub:
         first, filled = state.last_seq + 1, 0
         while state.last_seq < upto:
             missed = await _page(channel, state.last_seq, upto, FILL_PAGE)
-            if not missed:
-                break
-            if missed[0].seq != state.last_seq + 1:
+            if not missed or missed[0].seq != state.last_seq + 1:
                 # Trimmed before we could deliver it (this process fell behind by more
                 # than EVENTS_HISTORY_PER_CHANNEL): the streams cannot be made whole.
                 # End them; each resumes, and is told by a stream-reset.
+                # (Seqs have no holes below the newest, events/store.py: a page that is
+                # empty or starts late can only mean trimmed.)
+                resume_at = missed[0].seq - 1 if missed else upto
                 logger.warning(
                     "channel %r: seqs %d..%d are no longer stored; ending its %d streams",
                     channel,
                     state.last_seq + 1,
-                    missed[0].seq - 1,
+                    resume_at,
                     len(state.subscribers),
                 )
                 for stream in list(state.subscribers):
@@ -278,7 +279,9 @@ class Hub:
                         await stream.close_stream()
                     except Exception:
                         logger.exception("ending a stream failed")
-                state.last_seq = missed[0].seq - 1
+                state.last_seq = resume_at
+                if not missed:
+                    break
             for event in missed:
                 await self._deliver(channel, state, event.seq, event.type, event.data)
             filled += len(missed)

@@ -10,6 +10,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+import redis.exceptions
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -35,6 +36,8 @@ BROADCAST_TIMEOUT_SECONDS = 5.0
 # liveness ping (events/hub.py, at most PING_INTERVAL_SECONDS apart) and delivers what
 # was never broadcast, and streams that lost the layer resume from the store.
 BREAKER_SECONDS = 2.0
+# What a channel layer that cannot reach Redis raises.
+LAYER_DOWN = (TimeoutError, OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 _skip_until = 0.0
 # The open events.testing.capture_events() lists: each gets every event sent meanwhile.
 captures: list[list[Event]] = []
@@ -113,7 +116,10 @@ def broadcast(event: Event) -> bool:
     try:
         async_to_sync(_group_send)(layer, group_name(event.channel), message_for(event))
     except Exception as exc:
-        _skip_until = time.monotonic() + BREAKER_SECONDS
+        if isinstance(exc, LAYER_DOWN):
+            # Only a layer that cannot be reached opens the breaker; a bug elsewhere
+            # must not make every publisher of the process skip broadcasts.
+            _skip_until = time.monotonic() + BREAKER_SECONDS
         # One line: a publisher in a shell while Redis is down should not see a page of
         # traceback for an event that is safe. The traceback is there at DEBUG.
         logger.error(

@@ -186,8 +186,20 @@ def test_non_string_policy(settings, value):
         ["http://127.0.0.1:8000"],
         ["http://[::1]:8000"],
         ["https://app.example.com:8443"],
+        ["https://xn--bcher-kva.de"],
+        ["http://localhost:3000"],
     ],
-    ids=["empty-list", "empty-tuple", "one", "tuple", "ip-port", "ipv6-port", "other-port"],
+    ids=[
+        "empty-list",
+        "empty-tuple",
+        "one",
+        "tuple",
+        "ip-port",
+        "ipv6-port",
+        "other-port",
+        "punycode",
+        "localhost",
+    ],
 )
 def test_good_origins(settings, value):
     settings.EVENTS_ALLOWED_ORIGINS = value
@@ -229,6 +241,12 @@ def test_origins_not_a_list_of_str(settings, value):
         "https://a.com:443",
         "http://a.com:80",
         "https://user@a.com",
+        "https://a.com ",
+        "https://a b.com",
+        "https://bücher.de",
+        "http://[0:0::1]",
+        "http://a.com:0",
+        "http://[fe80::1%25eth0]",
     ],
     ids=[
         "trailing-slash",
@@ -243,6 +261,12 @@ def test_origins_not_a_list_of_str(settings, value):
         "default-https-port",
         "default-http-port",
         "userinfo",
+        "trailing-space",
+        "space-in-host",
+        "not-punycode",
+        "ipv6-not-compressed",
+        "port-zero",
+        "ipv6-zone",
     ],
 )
 def test_bad_origin_entry(settings, origin):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import uuid
 from io import StringIO
 from pathlib import Path
@@ -13,6 +12,7 @@ from django.core.management import CommandError, call_command
 
 from events.models import Event
 from tests.layer_probe import GroupListener
+from tests.servers import manage
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,15 +33,7 @@ def send(*args: str) -> str:
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", "send_event", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=PROCESS_TIMEOUT,
-        stdin=subprocess.DEVNULL,
-    )
+    return manage(env, "send_event", *args, timeout=PROCESS_TIMEOUT)
 
 
 def test_prints_the_id_and_broadcasts() -> None:
@@ -193,15 +185,7 @@ def test_real_process_missing_arguments_exits_non_zero(server_env: dict[str, str
 
 @pytest.mark.parametrize("port", ["abc", "0", "70000"])
 def test_serve_with_a_bad_port_exits_with_a_reason(server_env: dict[str, str], port: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "manage.py", "serve"],
-        cwd=ROOT,
-        env={**server_env, "PORT": port},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    result = manage({**server_env, "PORT": port}, "serve")
     assert result.returncode == 2
     assert f"not a TCP port: {port!r}" in result.stderr
     assert "Traceback" not in result.stderr

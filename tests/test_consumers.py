@@ -13,7 +13,7 @@ from django.conf import settings as django_settings
 from events import asend_event
 from events.hub import get_hub
 from site_config.asgi import application
-from tests.streams import Stream, http_scope
+from tests.streams import Stream, http_scope, parse_frames
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hub_cleanup")]
 
@@ -213,15 +213,19 @@ async def test_a_stream_opened_with_a_token_ends_when_the_token_expires() -> Non
     from events.tokens import make_token
 
     name = channel()
-    token = make_token([name], ttl=1)
+    # int(now + 3): between 2 and 3 s of life, ample to open the stream first.
+    token = make_token([name], ttl=3)
     stream = await open_stream("/events/", f"channel={name}&token={token}".encode())
     assert stream.status == 200
     await live(stream)
-    # The grant runs out within a second or two: the server ends the response itself.
+    # The grant runs out: the server ends the response itself, telling the page why.
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + 4
+    deadline = loop.time() + 6
     while not stream.ended:
-        await stream.read_chunk(timeout=deadline - loop.time())
+        await stream.read_chunk(timeout=max(0.01, deadline - loop.time()))
+    last = parse_frames(stream.buffer)[-1]
+    assert set(last) == {"event", "data"}  # no id: the client's position stays put
+    assert (last["event"], json.loads(last["data"])) == ("token-expired", {"channels": [name]})
     await stream.communicator.wait(5)
     assert not get_hub().streams
     # Coming back with the same token is refused.

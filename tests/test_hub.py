@@ -57,7 +57,9 @@ async def test_a_gap_that_was_trimmed_ends_the_stream_and_resume_is_reset() -> N
     await sync_to_async(store.trim)(name, 5)  # seqs 1..25 are gone
     await asend_event(name, "after the gap")  # seq 31 reveals the gap
     await read_until_ended(stream)
-    assert b"data: 0\n" not in stream.buffer
+    # Ended without delivering what is left after the hole (26..31): the client must
+    # learn of the hole through a stream-reset, not skip it.
+    assert b"data:" not in stream.buffer
     await stream.communicator.wait(5)
 
     again = await Stream(
@@ -68,13 +70,26 @@ async def test_a_gap_that_was_trimmed_ends_the_stream_and_resume_is_reset() -> N
     await again.close()
 
 
+async def test_a_gap_trimmed_entirely_ends_the_stream_too() -> None:
+    """The whole gap is gone (the store's page is empty, not merely late)."""
+    name = channel()
+    stream = await open_live(f"/events/{name}/")
+    for n in range(10):
+        await sync_to_async(store.append)(name, "message", json.dumps(n))  # never broadcast
+    await sync_to_async(store.trim)(name, 0)  # all of 1..10 gone
+    await asend_event(name, "after the gap")  # seq 11
+    await read_until_ended(stream)
+    assert b"data:" not in stream.buffer
+    await stream.communicator.wait(5)
+
+
 async def test_live_frames_held_during_a_replay_are_bounded_in_bytes(settings) -> None:
     """While a stream replays, live frames wait in memory; past PENDING_BYTES_FACTOR x
     EVENTS_MAX_QUEUED_BYTES the stream is ended (it resumes) instead of growing."""
     settings.EVENTS_MAX_QUEUED_BYTES = 1000
     consumer = EventStreamConsumer()
     consumer.channels = ("c",)
-    consumer.pending = []
+    consumer._hold_live_frames()
     ended = []
 
     async def close_stream(abort: bool = False, final: bytes = b"") -> None:

@@ -348,6 +348,24 @@ def test_after_a_failure_publishers_skip_the_layer_for_a_moment(
     assert [f"{name}:{n}" in r.getMessage() for n, r in zip(range(2, 6), skipped, strict=True)] == [True] * 4
 
 
+def test_an_error_other_than_an_unreachable_layer_does_not_open_the_breaker(monkeypatch, caplog) -> None:
+    from events import publish
+
+    attempts = []
+
+    async def broken(*args):
+        attempts.append(args[1])
+        raise TypeError("a bug, not an outage")
+
+    monkeypatch.setattr(publish, "_group_send", broken)
+    name = channel()
+    with caplog.at_level(logging.ERROR, logger="events"):
+        send_event(name, 1)
+        send_event(name, 2)
+    assert len(attempts) == 2
+    assert "TypeError: a bug, not an outage" in caplog.text
+
+
 def test_publishing_recovers_after_a_failed_broadcast(caplog, monkeypatch) -> None:
     """After the layer comes back (and the breaker's moment has passed), the next event
     is broadcast with the next seq."""

@@ -11,8 +11,6 @@ import asyncio
 import contextlib
 import json
 import re
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 
@@ -23,7 +21,7 @@ from django.contrib.auth import get_user_model
 
 from demo.models import Order
 from tests.e2e.sse_client import Subscriber
-from tests.servers import ROOT, Daphne
+from tests.servers import Daphne, manage
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -40,13 +38,7 @@ async def test_management_command_in_its_own_process(daphne: Daphne, server_env)
     name = channel()
     async with Subscriber(f"{daphne.url}/events/{name}/") as subscriber:
         result = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "manage.py", "send_event", name, '{"from": "command"}', "--event", "cli"],
-            cwd=ROOT,
-            env=server_env,
-            capture_output=True,
-            text=True,
-            timeout=60,
+            manage, server_env, "send_event", name, '{"from": "command"}', "--event", "cli"
         )
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == f"{name}:1"

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from tests.e2e.sse_client import Subscriber
-from tests.servers import ROOT, free_port
+from tests.servers import ROOT, free_port, manage
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -71,29 +71,13 @@ async def test_embedded_redis_carries_events_from_another_process(server_env, tm
         name = f"e2e-{uuid.uuid4().hex[:12]}"
         async with Subscriber(f"{url}/events/{name}/") as subscriber:
             # A second shell: its own process, finding the embedded Redis through VAR_DIR.
-            result = await asyncio.to_thread(
-                subprocess.run,
-                [sys.executable, "manage.py", "send_event", name, '{"from": "second shell"}'],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
+            result = await asyncio.to_thread(manage, env, "send_event", name, '{"from": "second shell"}')
             assert result.returncode == 0, result.stderr
             [event] = await subscriber.wait_for(1)
         assert (event.id, json.loads(event.data)) == (f"{name}:1", {"from": "second shell"})
 
         # A second server on the same port: one line and a non-zero exit, nothing disturbed.
-        again = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "manage.py", "serve"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        again = await asyncio.to_thread(manage, env, "serve")
         assert again.returncode == 1
         assert f"cannot listen on 127.0.0.1:{port}" in again.stderr
         assert "Traceback" not in again.stderr

@@ -26,17 +26,24 @@ def port_number(value: str) -> int:
 
 
 def _check_free(host: str, port: int) -> None:
-    """A one-line reason, before anything starts, when the address is taken."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise CommandError(
-                f"cannot listen on {host}:{port} ({exc.strerror}); is a server already running? "
-                f"Choose another port with PORT=..."
-            ) from exc
+    """A one-line reason, before anything starts, when the address cannot be listened on."""
+    if os.name != "posix":
+        return  # SO_REUSEADDR means something else on Windows: let daphne find out
+    address = host.strip("[]")  # daphne takes [::1] as well as ::1
+    try:
+        family = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # As Twisted sets it for daphne: a port with connections in TIME_WAIT is
+            # free to listen on, one with a listener is not.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((address, port))
+    except socket.gaierror as exc:
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror} (check HOST)") from exc
+    except OSError as exc:
+        raise CommandError(
+            f"cannot listen on {host}:{port} ({exc.strerror}); is a server already running? "
+            f"Choose another port with PORT=..."
+        ) from exc
 
 
 class Command(BaseCommand):
