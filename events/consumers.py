@@ -175,6 +175,12 @@ def requested_channels(scope: dict[str, Any], query: list[tuple[str, str]]) -> t
 
 
 class EventStreamConsumer(AsyncHttpConsumer):
+    # Set only on streams opened with a subscribe token (class defaults otherwise, so
+    # that the other streams carry nothing for them): the timer that ends the stream
+    # at the token's expiry, and the task that does so.
+    _expiry: asyncio.TimerHandle | None = None
+    _expiry_task: asyncio.Task[None] | None = None
+
     # No per-connection layer channel: the process's hub listens for all streams
     # (get_channel_layer(None) is None, so AsyncConsumer sets none up).
     channel_layer_alias = None  # type: ignore[assignment]
@@ -196,10 +202,6 @@ class EventStreamConsumer(AsyncHttpConsumer):
         self.direct_request: Any = None
         self.client_address: str | None = None
         self.responded = False
-        # A stream opened with a subscribe token ends when the token expires (Unix time).
-        self.expires: int | None = None
-        self._expiry: asyncio.TimerHandle | None = None
-        self._expiry_task: asyncio.Task[None] | None = None
 
     # -- request -------------------------------------------------------------------
 
@@ -236,7 +238,8 @@ class EventStreamConsumer(AsyncHttpConsumer):
         )
         if len(resume) > ID_BYTES_PER_CHANNEL * conf.max_channels_per_stream:
             raise BadRequest(400, "Last-Event-ID is longer than any id this server hands out")
-        await self._authorise(query)
+        # The Unix time at which a subscribe token's grant ends, or None (a session).
+        expires = await self._authorise(query)
         self._count_client()
 
         self.responded = True
@@ -264,10 +267,10 @@ class EventStreamConsumer(AsyncHttpConsumer):
             logger.exception("stream %s could not start; closing it so the client retries", self.channels)
             await self.close_stream()
             return
-        if self.expires is not None and not self.closed:
+        if expires is not None and not self.closed:
             # Armed only now that the stream is set up, so that expiry never races it.
             loop = asyncio.get_running_loop()
-            self._expiry = loop.call_at(loop.time() + self.expires - time.time(), self._expire)
+            self._expiry = loop.call_at(loop.time() + expires - time.time(), self._expire)
 
     def _hold_live_frames(self) -> None:
         """From now until the replay is done, deliver() keeps live frames in `pending`."""
@@ -276,8 +279,9 @@ class EventStreamConsumer(AsyncHttpConsumer):
         # Read once: deliver() checks it for every frame held.
         self.pending_limit = PENDING_BYTES_FACTOR * conf.max_queued_bytes
 
-    async def _authorise(self, query: list[tuple[str, str]]) -> None:
-        """SPEC 4.5: a subscribe token grants exactly its channels; otherwise the policy."""
+    async def _authorise(self, query: list[tuple[str, str]]) -> int | None:
+        """SPEC 4.5: a subscribe token grants exactly its channels, until the expiry it
+        returns; otherwise the policy decides (and None is returned)."""
         token = next((value for key, value in query if key == "token"), None)
         if token is not None:
             try:
@@ -288,11 +292,11 @@ class EventStreamConsumer(AsyncHttpConsumer):
             if outside:
                 raise BadRequest(403, f"the subscribe token does not grant channel {outside[0]!r}")
             # The grant lasts until expiry, not for as long as the connection does.
-            self.expires = grant.expires
-            return
+            return grant.expires
         denied = await denied_channels(self.scope, self.channels)
         if denied:
             raise BadRequest(403, f"not allowed to read channel {denied[0]!r}")
+        return None
 
     def _count_client(self) -> None:
         limit = conf.max_streams_per_client

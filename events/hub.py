@@ -274,11 +274,7 @@ class Hub:
                     resume_at,
                     len(state.subscribers),
                 )
-                for stream in list(state.subscribers):
-                    try:
-                        await stream.close_stream()
-                    except Exception:
-                        logger.exception("ending a stream failed")
+                await _close_all(list(state.subscribers))
                 state.last_seq = resume_at
                 if not missed:
                     break
@@ -378,11 +374,7 @@ class Hub:
         # They are cleaned up once the layer answers again (_discard_orphans).
         self._orphans.update(self.channels)
         self.channels = {}
-        for stream in streams:
-            try:
-                await stream.close_stream()
-            except Exception:
-                logger.exception("ending a stream failed")
+        await _close_all(streams)
 
     async def _discard_orphans(self) -> None:
         for channel in list(self._orphans):
@@ -395,6 +387,15 @@ class Hub:
             except Exception:
                 return  # try again after the next ping
             self._orphans.discard(channel)
+
+
+async def _close_all(streams: list[Stream]) -> None:
+    """End each stream (its client reconnects and resumes); one failing spoils none."""
+    for stream in streams:
+        try:
+            await stream.close_stream()
+        except Exception:
+            logger.exception("ending a stream failed")
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
