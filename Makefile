@@ -3,13 +3,16 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The exact versions of everything installed (pyproject.toml has the ranges).
+LOCK := requirements.lock
 
 .PHONY: run test check lint bench clean
 
-$(STAMP): pyproject.toml
+# Re-installs whenever the package metadata or the pinned versions change.
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -c $(LOCK) -e ".[site,test]"
 	@touch $(STAMP)
 
 run: $(STAMP)

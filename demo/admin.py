@@ -27,4 +27,4 @@ class OrderAdmin(admin.ModelAdmin):
 
     def view_on_site(self, obj: Order) -> str:
         # "View on site": the live feed of the channel these orders are broadcast to.
-        return f"{reverse('feed')}?channel=orders"
+        return f"{reverse('events:feed')}?channel=orders"

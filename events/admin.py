@@ -11,7 +11,7 @@ from django.contrib import admin, messages
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils.http import urlencode
 from django.utils.text import Truncator
 
@@ -115,8 +115,12 @@ class EventAdmin(admin.ModelAdmin):
             live = {"channels": {}, "processes": 0, "error": str(exc)}
         return super().changelist_view(request, {**(extra_context or {}), "presence": live})
 
-    def view_on_site(self, obj: Event) -> str:
-        return f"{reverse('feed')}?{urlencode({'channel': obj.channel})}"
+    def view_on_site(self, obj: Event) -> str | None:
+        try:
+            feed = reverse("events:feed")
+        except NoReverseMatch:  # the project has not included events.urls: no button
+            return None
+        return f"{feed}?{urlencode({'channel': obj.channel})}"
 
     def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
         # "Add event" opens ready to send to the feed's default channel (?channel= overrides).

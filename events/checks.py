@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import math
+import os
 import re
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.checks import Error, Tags, Warning, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
-from events.conf import DEFAULTS, get
+from events.conf import DEFAULTS, conf, get
 
 
 def _positive_number(name: str, check_id: str, *, integer: bool) -> list[Error]:
@@ -247,16 +249,98 @@ def check_publish_token(app_configs: Any = None, **kwargs: Any) -> list[Warning]
 
 @register(Tags.compatibility, deploy=True)
 def check_embedded_redis(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
-    # settings.REDIS_IS_EMBEDDED: no REDIS_URL, so the layer points at the socket that
-    # only `manage.py serve` (make run) starts. Under the Procfile nothing starts it.
-    if not getattr(settings, "REDIS_IS_EMBEDDED", False):
+    # The layer points at the socket that only `manage.py serve` (make run) starts.
+    # Under the Procfile (daphne alone) nothing starts it.
+    if not isinstance(get("EVENTS_EMBEDDED_REDIS"), (str, os.PathLike)) or not conf.embedded_redis:
         return []
     return [
         Warning(
-            "REDIS_URL is not set: the channel layer uses the embedded Redis of `make run`, "
-            "which a deployment (daphne from the Procfile) does not start, so every stream "
-            "would end at once and /healthz would answer 503.",
-            hint="Set REDIS_URL to the Redis shared by all daphne processes and publishers.",
+            "EVENTS_EMBEDDED_REDIS is set (on this site: REDIS_URL is not): the channel layer uses "
+            "the development Redis that `manage.py serve` starts, which a deployment (daphne "
+            "alone) does not start, so every stream would end at once and /healthz would answer 503.",
+            hint="Set REDIS_URL (this site) or point CHANNEL_LAYERS at the Redis shared by all daphne "
+            "processes and publishers, and leave EVENTS_EMBEDDED_REDIS unset.",
             id="events.W007",
+        )
+    ]
+
+
+def _layer_hosts() -> list[str]:
+    layers = getattr(settings, "CHANNEL_LAYERS", None) or {}
+    hosts = (layers.get("default", {}).get("CONFIG") or {}).get("hosts") or []
+    return [host for host in hosts if isinstance(host, str)]
+
+
+@register()
+def check_embedded_redis_setting(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    value = get("EVENTS_EMBEDDED_REDIS")
+    if not isinstance(value, (str, os.PathLike)):
+        return [
+            Error(
+                f"EVENTS_EMBEDDED_REDIS must be a path (or empty), not {value!r}.",
+                hint='For example BASE_DIR / "redis.sock".',
+                id="events.E030",
+            )
+        ]
+    path = conf.embedded_redis
+    if path is None or f"unix://{path}" in _layer_hosts():
+        return []
+    return [
+        Warning(
+            f"EVENTS_EMBEDDED_REDIS is {str(path)!r}, but the channel layer does not use it: "
+            "`manage.py serve` would start a Redis that no event goes through.",
+            hint=f'Set CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] to ["unix://{path}"].',
+            id="events.W031",
+        )
+    ]
+
+
+def _project_asgi_application() -> str | None:
+    """The dotted path of the project's ASGI application, where it can be told:
+    ASGI_APPLICATION, else `application` in the asgi module beside the settings module
+    (what startproject makes and `daphne mysite.asgi:application` serves)."""
+    configured = getattr(settings, "ASGI_APPLICATION", None)
+    if configured:
+        return str(configured)
+    package = (os.environ.get("DJANGO_SETTINGS_MODULE") or "").rpartition(".")[0]
+    if not package:
+        return None
+    try:
+        found = importlib.util.find_spec(f"{package}.asgi") is not None
+    except (ImportError, ValueError):
+        found = False
+    return f"{package}.asgi.application" if found else None
+
+
+@register()
+def check_streams_routed(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """GET /events/... is served by events.asgi.with_streams; a project whose ASGI
+    application lacks it answers every stream with an error."""
+    from events.asgi import is_wrapped
+
+    dotted = _project_asgi_application()
+    if dotted is None:
+        return []
+    try:
+        application = import_string(dotted)
+    except Exception as exc:
+        return [
+            Warning(
+                f"Could not import the ASGI application {dotted!r} to see whether it serves the "
+                f"event streams: {type(exc).__name__}: {exc}",
+                hint="Set ASGI_APPLICATION to the application daphne serves.",
+                id="events.W032",
+            )
+        ]
+    if is_wrapped(application):
+        return []
+    return [
+        Warning(
+            f"The ASGI application {dotted!r} does not serve the event streams: GET /events/... "
+            "reaches Django's views and is answered with an error.",
+            hint="In asgi.py: `from events.asgi import with_streams` and "
+            "`application = with_streams(get_asgi_application())`. If a middleware of yours "
+            "wraps it so that this check cannot see it, add events.W030 to SILENCED_SYSTEM_CHECKS.",
+            id="events.W030",
         )
     ]

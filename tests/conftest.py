@@ -33,13 +33,15 @@ def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
     url = os.environ.get("TEST_REDIS_URL") or os.environ.get("REDIS_URL")
     if not url:
         url = request.getfixturevalue("redis_server").url
-    old = settings.CHANNEL_LAYERS
+    old, old_embedded = settings.CHANNEL_LAYERS, settings.EVENTS_EMBEDDED_REDIS
     settings.CHANNEL_LAYERS = {
         "default": {**old["default"], "CONFIG": {**old["default"]["CONFIG"], "hosts": [url]}}
     }
+    # The layer no longer points at the embedded Redis of `make run` (events.W031).
+    settings.EVENTS_EMBEDDED_REDIS = ""
     channel_layers.backends.clear()
     yield url
-    settings.CHANNEL_LAYERS = old
+    settings.CHANNEL_LAYERS, settings.EVENTS_EMBEDDED_REDIS = old, old_embedded
     channel_layers.backends.clear()
 
 

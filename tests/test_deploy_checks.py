@@ -98,9 +98,9 @@ def test_check_deploy_is_clean_with_production_environment() -> None:
 
 
 def test_embedded_redis_is_flagged_for_deployment(settings) -> None:
-    settings.REDIS_IS_EMBEDDED = True
+    settings.EVENTS_EMBEDDED_REDIS = "/tmp/redis.sock"
     assert ids(check_embedded_redis()) == ["events.W007"]
-    settings.REDIS_IS_EMBEDDED = False
+    settings.EVENTS_EMBEDDED_REDIS = ""
     assert ids(check_embedded_redis()) == []
 
 

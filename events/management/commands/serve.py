@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from events import embedded_redis
+from events.conf import conf
 from events.shell import python_command
 
 
@@ -46,8 +47,28 @@ def _check_free(host: str, port: int) -> None:
         ) from exc
 
 
+def asgi_target() -> str:
+    """The project's ASGI application as daphne takes it: `package.module:name`."""
+    dotted = getattr(settings, "ASGI_APPLICATION", None)
+    if not dotted:
+        raise CommandError(
+            'ASGI_APPLICATION is not set: add ASGI_APPLICATION = "<project>.asgi.application" to your '
+            "settings (its asgi.py wrapped with events.asgi.with_streams)"
+        )
+    module, _, name = str(dotted).rpartition(".")
+    return f"{module}:{name}"
+
+
+def _layer_url() -> str:
+    hosts = ((settings.CHANNEL_LAYERS.get("default") or {}).get("CONFIG") or {}).get("hosts") or ["?"]
+    return str(hosts[0])
+
+
 class Command(BaseCommand):
-    help = "Serve the site with daphne, starting the embedded Redis first when REDIS_URL is not set."
+    help = (
+        "Serve the project's ASGI application with daphne, first starting a development Redis "
+        "on EVENTS_EMBEDDED_REDIS when that is set."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
@@ -55,16 +76,18 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=port_number, default=os.environ.get("PORT", "8000"))
 
     def handle(self, *args: Any, host: str, port: int, **options: Any) -> None:
+        target = asgi_target()
         _check_free(host, port)
         redis_process = None
-        if settings.REDIS_IS_EMBEDDED:
+        socket_path = conf.embedded_redis
+        if socket_path is not None:
             try:
-                redis_process = embedded_redis.start(settings.EMBEDDED_REDIS_SOCKET)
+                redis_process = embedded_redis.start(socket_path)
             except RuntimeError as exc:
                 raise CommandError(str(exc)) from exc
-            self.stdout.write(f"Redis: embedded, on {settings.REDIS_URL} (set REDIS_URL to use another)")
+            self.stdout.write(f"Redis: embedded, on unix://{socket_path} (EVENTS_EMBEDDED_REDIS)")
         else:
-            self.stdout.write(f"Redis: {settings.REDIS_URL}")
+            self.stdout.write(f"Redis: {_layer_url()}")
         base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         python = python_command()
         self.stdout.write(
@@ -72,9 +95,7 @@ class Command(BaseCommand):
             f"Admin:      {base}/admin/   (create a user: {python} manage.py createsuperuser)\n"
             f'Publish:    {python} manage.py send_event public \'{{"hello": "world"}}\'\n'
         )
-        daphne = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "site_config.asgi:application"]
-        )
+        daphne = subprocess.Popen([sys.executable, "-m", "daphne", "-b", host, "-p", str(port), target])
 
         def stop(signum: int, frame: Any) -> None:
             daphne.send_signal(signal.SIGTERM)
