@@ -1,0 +1,8 @@
+"""A project's urls.py with the admin but without events.urls."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import path
+
+urlpatterns = [path("admin/", admin.site.urls)]
