@@ -22,7 +22,7 @@ from events.asgi import is_wrapped, with_streams
 pytestmark = pytest.mark.django_db
 THIS = sys.modules[__name__]
 # The templates a project without a templates/ of its own has: the apps' (the site's
-# templates/ extends the feed page with a link to its demo).
+# templates/ adds a link to its demo to the feed page).
 app_templates_only = override_settings(
     TEMPLATES=[{**django_settings.TEMPLATES[0], "DIRS": []}],
 )
@@ -76,7 +76,7 @@ def test_the_apps_feed_template_names_nothing_of_the_demo(client: Client) -> Non
     assert 'href="/admin/events/event/add/?channel=public"' in html  # the app's own hint
 
 
-def test_the_site_adds_its_demo_link_by_extending_the_apps_template(client: Client) -> None:
+def test_the_site_adds_its_demo_link_through_the_apps_template(client: Client) -> None:
     html = client.get("/feed/").content.decode()
     assert 'href="/admin/demo/order/"' in html
     assert 'id="feed-config"' in html  # the rest is the app's page
