@@ -242,6 +242,20 @@ async def test_a_fresh_project_streams_events_wired_by_the_readme(
     assert version[0] == expected_major, version
     if which == "lowest":
         assert version == (5, 2)
+    else:
+        # A Django 5.2 project on this Python can install the app too (ranges, not pins).
+        await asyncio.to_thread(
+            run,
+            project.python,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--dry-run",
+            "django>=5.2,<5.3",
+            wheel,
+            cwd=tmp_path,
+        )
 
     await asyncio.to_thread(project.wire_up)
     # No warning: the check sees with_streams around the project's ASGI application.
