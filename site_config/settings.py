@@ -12,6 +12,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from events.layers import channel_layers
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
 # SQLite files and the embedded Redis socket live here; a fresh clone has no var/ yet.
@@ -121,14 +123,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 EVENTS_EMBEDDED_REDIS = "" if os.environ.get("REDIS_URL") else str(VAR_DIR / "redis.sock")
 REDIS_URL = os.environ.get("REDIS_URL") or f"unix://{EVENTS_EMBEDDED_REDIS}"
 
-CHANNEL_LAYERS = {
-    "default": {
-        # The pub/sub layer: no per-group capacity drops and no group expiry; the
-        # per-channel sequence in events/hub.py covers what pub/sub can still lose.
-        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": os.environ.get("REDIS_PREFIX", "sse")},
-    }
-}
+# channels-redis' pub/sub layer (events/layers.py says why).
+CHANNEL_LAYERS = channel_layers(REDIS_URL, prefix=os.environ.get("REDIS_PREFIX", "sse"))
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

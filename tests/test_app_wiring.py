@@ -5,8 +5,11 @@ tests/e2e/test_install.py."""
 
 from __future__ import annotations
 
+import ast
 import io
 import json
+import os
+import subprocess
 import sys
 import uuid
 
@@ -18,6 +21,7 @@ from django.urls import reverse
 
 from events import checks, send_event
 from events.asgi import is_wrapped, with_streams
+from tests.servers import ROOT
 
 pytestmark = pytest.mark.django_db
 THIS = sys.modules[__name__]
@@ -188,3 +192,35 @@ def test_serve_runs_the_projects_own_asgi_application(settings) -> None:
 
     settings.ASGI_APPLICATION = "mysite.asgi.application"
     assert asgi_target() == "mysite.asgi:application"
+
+
+# -- importable from settings.py and the top of asgi.py ------------------------------
+
+
+def test_settings_and_asgi_imports_need_no_django_set_up() -> None:
+    """settings.py imports events.layers, and asgi.py may import events.asgi before
+    get_asgi_application(): neither may load Django's models or database layer."""
+    code = (
+        "import sys; from events.layers import channel_layers; from events.asgi import with_streams; "
+        "assert not [m for m in sys.modules if m.startswith(('django.db', 'events.models', 'channels'))], "
+        "sorted(m for m in sys.modules if m.startswith(('django', 'events', 'channels')));"
+        "print(channel_layers('redis://h:1/0', prefix='p'))"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert ast.literal_eval(result.stdout) == {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": ["redis://h:1/0"], "prefix": "p"},
+        }
+    }
+
+
+def test_send_event_is_still_importable_from_the_package() -> None:
+    from events import asend_event, publish
+    from events import send_event as imported
+
+    assert (imported, asend_event) == (publish.send_event, publish.asend_event)
