@@ -16,9 +16,10 @@ from django.utils.http import urlencode
 from django.utils.text import Truncator
 
 from events import presence
+from events.html import send_html
 from events.models import Event
 from events.names import channel_error, event_type_error, validate_channel, validate_event_type
-from events.publish import encode_payload, send_event
+from events.publish import encode_payload, encode_text, send_event
 from events.signals import model_payload
 
 
@@ -27,9 +28,12 @@ def broadcast_action(
     *,
     event: str = "message",
     serialize: Callable[[models.Model], Any] | None = None,
+    template: str | None = None,
     description: str | None = None,
 ) -> Callable[[admin.ModelAdmin[Any], HttpRequest, QuerySet[Any]], None]:
-    """An admin action that sends one event per selected object.
+    """An admin action that sends one event per selected object: `serialize(obj)` as
+    JSON (default: model_payload), or `template` rendered as HTML (context: `object`
+    and the model's name; see events.html.send_html).
 
     class OrderAdmin(admin.ModelAdmin):
         actions = [broadcast_action("orders", event="order-updated")]
@@ -37,14 +41,23 @@ def broadcast_action(
     if isinstance(channel, str):
         validate_channel(channel)
     validate_event_type(event)
+    if serialize is not None and template is not None:
+        raise ValueError("broadcast_action takes serialize or template, not both")
     to_payload = serialize or model_payload
+
+    def send_one(obj: models.Model, name: str, request: HttpRequest) -> None:
+        if template is None:
+            send_event(name, to_payload(obj), event=event)
+        else:
+            context = {"object": obj, obj._meta.model_name: obj}
+            send_html(name, template, context, event=event, request=request)
 
     def action(modeladmin: admin.ModelAdmin[Any], request: HttpRequest, queryset: QuerySet[Any]) -> None:
         sent = 0
         for obj in queryset:
             name = channel(obj) if callable(channel) else channel
             try:
-                send_event(name, to_payload(obj), event=event)
+                send_one(obj, name, request)
             except ValueError as exc:
                 modeladmin.message_user(request, f"{obj}: not sent: {exc}", messages.ERROR)
                 continue
@@ -60,13 +73,16 @@ def broadcast_action(
 class EventForm(forms.ModelForm):
     data = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 6, "spellcheck": "false"}),
-        help_text='Any JSON value, e.g. {"hello": "world"}. Saving sends the event to every open stream.',
+        help_text='Any JSON value, e.g. {"hello": "world"}, or with "text" ticked any text, sent as is '
+        "(an HTML fragment for htmx). Saving sends the event to every open stream.",
         initial="{}",
+        strip=False,
     )
 
     class Meta:
         model = Event
-        fields = ["channel", "type", "data"]
+        # "raw" before "data": clean_data reads it.
+        fields = ["channel", "type", "raw", "data"]
 
     def clean_channel(self) -> str:
         value = self.cleaned_data["channel"]
@@ -84,6 +100,11 @@ class EventForm(forms.ModelForm):
 
     def clean_data(self) -> str:
         raw = self.cleaned_data["data"]
+        if self.cleaned_data.get("raw"):
+            try:
+                return encode_text(raw)
+            except ValueError as exc:
+                raise forms.ValidationError(str(exc)) from exc
         try:
             value = json.loads(raw)
         except ValueError as exc:
@@ -99,8 +120,8 @@ class EventForm(forms.ModelForm):
 @admin.register(Event)
 class EventAdmin(admin.ModelAdmin):
     form = EventForm
-    list_display = ["sse_id", "channel", "type", "created", "short_data"]
-    list_filter = ["type", "created", "channel"]
+    list_display = ["sse_id", "channel", "type", "created", "raw", "short_data"]
+    list_filter = ["type", "raw", "created", "channel"]
     search_fields = ["channel", "type", "data"]
     date_hierarchy = "created"
     actions = ["send_again"]
@@ -124,7 +145,7 @@ class EventAdmin(admin.ModelAdmin):
 
     def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
         # "Add event" opens ready to send to the feed's default channel (?channel= overrides).
-        initial = {"channel": "public", "type": "message", "data": "{}"}
+        initial = {"channel": "public", "type": "message", "raw": False, "data": "{}"}
         return {**initial, **super().get_changeform_initial_data(request)}
 
     @admin.display(description="data")
@@ -137,7 +158,7 @@ class EventAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Event | None = None) -> Any:
         # Stored events are history: they can be read and re-sent, not edited.
-        return ["channel", "type", "data", "seq", "created"] if obj else []
+        return ["channel", "type", "raw", "data", "seq", "created"] if obj else []
 
     def has_delete_permission(self, request: HttpRequest, obj: Event | None = None) -> bool:
         # Resume relies on a channel's stored seqs having no holes below the newest
@@ -147,7 +168,7 @@ class EventAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Event, form: Any, change: bool) -> None:
         if change:
             return
-        sent = send_event(obj.channel, json.loads(obj.data), event=obj.type)
+        sent = send_event(obj.channel, obj.payload, event=obj.type, raw=obj.raw)
         obj.pk, obj.seq, obj.created = sent.pk, sent.seq, sent.created
 
     @admin.action(description="Send selected events again (as new events)")
@@ -155,7 +176,7 @@ class EventAdmin(admin.ModelAdmin):
         count = 0
         for stored in queryset.order_by("id"):
             try:
-                send_event(stored.channel, stored.payload, event=stored.type)
+                send_event(stored.channel, stored.payload, event=stored.type, raw=stored.raw)
             except ValueError as exc:
                 self.message_user(request, f"{stored.sse_id}: not sent: {exc}", messages.ERROR)
                 continue

@@ -2,8 +2,8 @@
 
     application = with_streams(get_asgi_application())
 
-GET (and HEAD) on /events/<channel>/ (the trailing slash optional) and /events/ are
-streams, held by the SSE consumer; everything else, POST and OPTIONS on the same paths
+GET (and HEAD) on /events/<channel>/ (the trailing slash optional) and /events/ (or
+/events) are streams, held by the SSE consumer; everything else, POST and OPTIONS on the same paths
 included (the publish endpoint, a plain Django view, so that sessions, CSRF and the
 admin's auth work as everywhere else in Django), goes to the Django application.
 
@@ -17,6 +17,9 @@ from typing import Any
 
 STREAM_METHODS = frozenset({"GET", "HEAD"})
 STREAM_PREFIX = "/events/"
+# The multi-channel stream without its slash: Django would answer it with a redirect
+# that carries no CORS headers, which a cross-origin EventSource cannot follow.
+STREAM_ROOT = "/events"
 # Set on the application with_streams() returns: `manage.py check` looks for it
 # (events/checks.py) to tell a project that serves streams from one that does not.
 MARK = "events_streams"
@@ -44,10 +47,10 @@ def with_streams(django_app: Any) -> Any:
 
     async def http(scope: dict[str, Any], receive: Any, send: Any) -> None:
         path: str = scope.get("path", "")
-        if scope.get("method") in STREAM_METHODS and path.startswith(STREAM_PREFIX):
+        if scope.get("method") in STREAM_METHODS and (path.startswith(STREAM_PREFIX) or path == STREAM_ROOT):
             # Whatever follows the prefix, less one trailing slash, is the channel; the
             # consumer validates it (a bad name is a 400, never a routing 500 or 405).
-            channel = path[len(STREAM_PREFIX) :].removesuffix("/")
+            channel = path[len(STREAM_PREFIX) :].removesuffix("/") if path != STREAM_ROOT else ""
             scope = {
                 **scope,
                 "url_route": {"args": (), "kwargs": {"channel": channel}},

@@ -29,9 +29,12 @@ class Event(models.Model):
     channel = models.CharField(max_length=CHANNEL_MAX)
     seq = models.BigIntegerField(editable=False)
     type = models.CharField("type", max_length=EVENT_TYPE_MAX, default="message")
-    # The payload exactly as it goes on the wire (compact JSON), so replay and live
-    # delivery send the same bytes.
-    data = models.TextField(help_text="JSON")
+    # The payload exactly as it goes on the wire (compact JSON, or the text of a raw
+    # event), so replay and live delivery send the same bytes.
+    data = models.TextField(help_text="JSON, or text for a raw event")
+    # A raw event's data is a string sent as is (an HTML fragment for htmx or Turbo),
+    # not JSON: the wire is the same, but readers (the admin, `payload`) must know.
+    raw = models.BooleanField("text", default=False, help_text="The data is text sent as is, not JSON")
     created = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
@@ -49,4 +52,5 @@ class Event(models.Model):
 
     @property
     def payload(self) -> Any:
-        return json.loads(self.data)
+        """The data as sent: the decoded JSON value, or the text of a raw event."""
+        return self.data if self.raw else json.loads(self.data)

@@ -58,6 +58,25 @@ def encode_payload(data: Any) -> str:
     return encoded
 
 
+def encode_text(text: Any) -> str:
+    """A raw event's data: the string as given, line breaks normalised to LF (each line
+    goes out as its own `data:` field either way), or ValueError."""
+    if not isinstance(text, str):
+        raise ValueError(f"raw event data must be a string, not {type(text).__name__}")
+    if "\x00" in text:
+        # Browsers keep NUL in data, but no database text column stores it reliably.
+        raise ValueError("raw event data contains a NUL character")
+    normalised = sse.normalise_line_breaks(text)
+    try:
+        size = len(normalised.encode())
+    except UnicodeEncodeError as exc:
+        raise ValueError("raw event data is not valid Unicode (it has a lone surrogate)") from exc
+    limit = conf.max_payload_bytes
+    if size > limit:
+        raise ValueError(f"event data is {size} bytes, over the limit of {limit} bytes")
+    return normalised
+
+
 def message_for(event: Event) -> EventMessage:
     return {
         "type": EVENT_MESSAGE,
@@ -68,29 +87,33 @@ def message_for(event: Event) -> EventMessage:
     }
 
 
-def send_event(channel: str, data: Any, event: str = DEFAULT_EVENT_TYPE) -> Event:
+def send_event(channel: str, data: Any, event: str = DEFAULT_EVENT_TYPE, *, raw: bool = False) -> Event:
     """Store an event and broadcast it to every subscriber of `channel`.
 
-    Inside `transaction.atomic()` the broadcast waits for the commit and never happens
-    on rollback. Raises ValueError for a bad channel, type or payload (nothing stored).
+    `data` is sent as compact JSON; with `raw=True` it must be a string, sent as is (an
+    HTML fragment for htmx or Turbo). Inside `transaction.atomic()` the broadcast waits
+    for the commit and never happens on rollback. Raises ValueError for a bad channel,
+    type or payload (nothing stored).
     """
     validate_channel(channel)
     validate_event_type(event)
-    encoded = encode_payload(data)
+    encoded = encode_text(data) if raw else encode_payload(data)
 
     from events import store
 
-    stored = store.append(channel, event, encoded)
+    stored = store.append(channel, event, encoded, raw=raw)
     for outbox in captures:  # events.testing.capture_events(); empty outside tests
         outbox.append(stored)
     transaction.on_commit(lambda: _after_commit(stored))
     return stored
 
 
-async def asend_event(channel: str, data: Any, event: str = DEFAULT_EVENT_TYPE) -> Event:
+async def asend_event(
+    channel: str, data: Any, event: str = DEFAULT_EVENT_TYPE, *, raw: bool = False
+) -> Event:
     """The async twin of send_event."""
     # database_sync_to_async: closes the worker thread's stale connections, as a request would.
-    return await database_sync_to_async(send_event)(channel, data, event)
+    return await database_sync_to_async(send_event)(channel, data, event, raw=raw)
 
 
 def _after_commit(event: Event) -> None:

@@ -11,6 +11,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models.signals import post_delete, post_save
 
+from events.html import send_html
 from events.names import validate_channel, validate_event_type
 from events.publish import send_event
 
@@ -34,27 +35,37 @@ def broadcast_on_save(
     channel: str | Callable[[models.Model], str],
     event: str | None = None,
     serialize: Serializer | None = None,
+    template: str | None = None,
 ) -> None:
     """Send an event after every save and delete of `model`.
 
     `channel` is a name or a callable of the instance. The event type is `event` if
     given, else `<model>.created`, `<model>.updated` or `<model>.deleted`. The payload
     is `serialize(instance)` (default: model_payload) with an `action` key added when
-    it is a dict. Inside a transaction the event goes out on commit.
+    it is a dict; or, with `template`, that template rendered (context: `object`, the
+    model's name and `action`) and sent as HTML (events.html.send_html). Inside a
+    transaction the event goes out on commit.
     """
     if isinstance(channel, str):
         validate_channel(channel)
     if event is not None:
         validate_event_type(event)
+    if serialize is not None and template is not None:
+        raise ValueError("broadcast_on_save takes serialize or template, not both")
     to_payload = serialize or model_payload
     model_name = model._meta.model_name
 
     def emit(instance: models.Model, action: str) -> None:
         name = channel(instance) if callable(channel) else channel
+        kind = event or f"{model_name}.{action}"
+        if template is not None:
+            context = {"object": instance, model_name: instance, "action": action}
+            send_html(name, template, context, event=kind)
+            return
         payload = to_payload(instance)
         if isinstance(payload, dict):
             payload = {**payload, "action": action}
-        send_event(name, payload, event=event or f"{model_name}.{action}")
+        send_event(name, payload, event=kind)
 
     def on_save(sender: Any, instance: models.Model, created: bool, raw: bool = False, **kwargs: Any) -> None:
         if raw:  # loaddata: fixtures are not live events
@@ -64,6 +75,6 @@ def broadcast_on_save(
     def on_delete(sender: Any, instance: models.Model, **kwargs: Any) -> None:
         emit(instance, "deleted")
 
-    uid = f"events.broadcast_on_save:{model._meta.label_lower}:{channel!r}:{event}"
+    uid = f"events.broadcast_on_save:{model._meta.label_lower}:{channel!r}:{event}:{template}"
     post_save.connect(on_save, sender=model, weak=False, dispatch_uid=uid + ":save")
     post_delete.connect(on_delete, sender=model, weak=False, dispatch_uid=uid + ":delete")

@@ -32,6 +32,11 @@ def _single_line(value: str) -> str:
     return _FORBIDDEN_IN_FIELD.sub("", value)
 
 
+def normalise_line_breaks(text: str) -> str:
+    """CRLF and CR as LF: what a client reassembles from the `data:` lines anyway."""
+    return _LINE_BREAK.sub("\n", text)
+
+
 def data_lines(data: str) -> str:
     """`data:` lines for a payload; an empty payload is one empty `data:` line."""
     return "".join(_field("data", line) for line in _LINE_BREAK.split(data))

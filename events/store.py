@@ -32,13 +32,13 @@ def _bump_sql() -> str:
     )
 
 
-def append(channel: str, event_type: str, data: str) -> Event:
-    """Store one event, assigning the next seq of its channel."""
+def append(channel: str, event_type: str, data: str, *, raw: bool = False) -> Event:
+    """Store one event, assigning the next seq of its channel (`raw`: data is text, not JSON)."""
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute(_bump_sql(), [channel])
             (seq,) = cursor.fetchone()
-        return Event.objects.create(channel=channel, seq=seq, type=event_type, data=data)
+        return Event.objects.create(channel=channel, seq=seq, type=event_type, data=data, raw=raw)
 
 
 def last_seqs(channels: Iterable[str]) -> dict[str, int]:

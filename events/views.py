@@ -130,13 +130,21 @@ def publish(request: HttpRequest, channel: str = "") -> HttpResponse:
         return _with_cors(
             request, error(400, 'the body must be a JSON object: {"event": "type", "data": ...}')
         )
-    if "data" not in body:
-        return _with_cors(request, error(400, 'the body has no "data" field: {"event": "type", "data": ...}'))
-    extra = set(body) - {"event", "data"}
+    # "data": any JSON value, sent as JSON; "text": a string sent as is (raw).
+    fields = [name for name in ("data", "text") if name in body]
+    if not fields:
+        reason = 'the body has no "data" field: {"event": "type", "data": ...} (or "text": "..." for text)'
+        return _with_cors(request, error(400, reason))
+    if len(fields) > 1:
+        return _with_cors(request, error(400, 'the body has both "data" and "text": send one of them'))
+    extra = set(body) - {"event", "data", "text"}
     if extra:
         return _with_cors(request, error(400, f"unknown field(s): {', '.join(sorted(extra))}"))
+    raw = fields == ["text"]
+    if raw and not isinstance(body["text"], str):
+        return _with_cors(request, error(400, '"text" must be a string (send JSON values as "data")'))
     try:
-        event = send_event(channel, body["data"], event=body.get("event", "message"))
+        event = send_event(channel, body[fields[0]], event=body.get("event", "message"), raw=raw)
     except ValueError as exc:
         return _with_cors(request, error(400, str(exc)))
     return _with_cors(request, JsonResponse({"id": event.sse_id}, status=201))
