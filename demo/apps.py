@@ -2,6 +2,9 @@ from __future__ import annotations
 
 from django.apps import AppConfig
 
+# The demo page's channel (/demo/): each order's table row as HTML, for htmx.
+HTML_CHANNEL = "orders-html"
+
 
 class DemoConfig(AppConfig):
     """A small example of using the events app: an Order model that broadcasts."""
@@ -13,4 +16,6 @@ class DemoConfig(AppConfig):
         from demo.models import Order
         from events.signals import broadcast_on_save
 
+        # JSON on "orders" (the feed page, scripts), and the row as HTML for /demo/.
         broadcast_on_save(Order, channel="orders")
+        broadcast_on_save(Order, channel=HTML_CHANNEL, template="demo/order_row.html")

@@ -4,4 +4,7 @@ from django.urls import path
 
 from demo import views
 
-urlpatterns = [path("orders/<int:pk>/ship/", views.ship, name="demo-ship")]
+urlpatterns = [
+    path("", views.orders, name="demo-orders"),
+    path("orders/<int:pk>/ship/", views.ship, name="demo-ship"),
+]

@@ -7,6 +7,7 @@ Templates autoescape as for any page; the fragment is then sent as is.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import django
@@ -15,6 +16,7 @@ from django.http import HttpRequest
 from django.template import TemplateDoesNotExist
 from django.template.loader import render_to_string
 
+from events.positions import format_position
 from events.publish import DEFAULT_EVENT_TYPE, send_event
 
 if TYPE_CHECKING:
@@ -70,3 +72,12 @@ async def asend_html(
     return await database_sync_to_async(send_html)(
         channel, template_name, context, event=event, request=request
     )
+
+
+def stream_position(channels: Iterable[str]) -> str:
+    """The stream position of `channels` now, as an SSE id: a page that starts its
+    stream from it (`?last_event_id=`) misses nothing published while it loads."""
+    from events import store
+
+    names = list(channels)
+    return format_position(store.last_seqs(names), names)

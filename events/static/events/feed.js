@@ -56,6 +56,17 @@ function pretty(data) {
   }
 }
 
+// Data that is not JSON (a raw event: text, an HTML fragment for htmx) is shown as
+// text, never as HTML: this page is an inspector.
+function isJson(data) {
+  try {
+    JSON.parse(data);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function element(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -70,6 +81,8 @@ function item(event) {
   li.dataset.id = event.id;
   const meta = element("p", "meta");
   meta.append(element("span", "type", event.type));
+  li.dataset.format = isJson(event.data) ? "json" : "text";
+  if (li.dataset.format === "text") meta.append(element("span", "format", "text"));
   if (event.channel) {
     const channel = element("span", "channel", event.channel);
     channel.title = "channel";
