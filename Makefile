@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The exact versions of everything installed (pyproject.toml has the ranges).
 LOCK := requirements.lock
 
-.PHONY: run test check lint bench clean
+.PHONY: run test check lint bench clean demo-htmx
 
 # Re-installs whenever the package metadata or the pinned versions change.
 $(STAMP): pyproject.toml $(LOCK)
@@ -29,6 +29,16 @@ check lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench
+
+# The demo's copy of htmx and its SSE extension (demo/static/demo/), from npm, at the
+# versions the browser tests' lock pins. Only needed after changing that lock.
+NPM_DIR := var/npm-demo
+demo-htmx:
+	rm -rf $(NPM_DIR) && mkdir -p $(NPM_DIR)
+	cp tests/e2e/npm/package.json tests/e2e/npm/package-lock.json $(NPM_DIR)/
+	cd $(NPM_DIR) && npm ci --ignore-scripts --no-audit --no-fund
+	cp $(NPM_DIR)/node_modules/htmx.org/dist/htmx.min.js demo/static/demo/htmx.min.js
+	cp $(NPM_DIR)/node_modules/htmx-ext-sse/dist/sse.min.js demo/static/demo/htmx-ext-sse.min.js
 
 clean:
 	rm -rf $(VENV) var

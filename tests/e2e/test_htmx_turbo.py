@@ -466,6 +466,14 @@ async def test_demo_page_is_live_with_htmx(context, daphne: Daphne) -> None:
     assert await feed.locator("li.event tr, li.event td").count() == 0
 
 
+def test_the_demo_serves_the_locked_htmx(libs) -> None:
+    """demo/static/demo holds copies (so `make run` needs no npm); they are the files of
+    the versions the lock pins (`make demo-htmx` copies them again)."""
+    demo = ROOT / "demo" / "static" / "demo"
+    assert (demo / "htmx.min.js").read_bytes() == (libs / "htmx.org/dist/htmx.min.js").read_bytes()
+    assert (demo / "htmx-ext-sse.min.js").read_bytes() == (libs / "htmx-ext-sse/dist/sse.min.js").read_bytes()
+
+
 async def test_feed_empty_state_links_the_demo(context, daphne: Daphne) -> None:
     page = await context.new_page()
     await page.goto(f"{daphne.url}/feed/?channel={channel()}")
