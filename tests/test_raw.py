@@ -132,6 +132,23 @@ async def test_raw_and_json_events_interleave_in_order_with_resume() -> None:
     await stream.close()
 
 
+async def test_a_trimmed_position_is_reset_as_for_json_events() -> None:
+    from channels.db import database_sync_to_async
+
+    from events import store
+
+    name = channel()
+    for n in range(3):
+        await asend_event(name, f"<p>{n}</p>", raw=True)
+    await database_sync_to_async(store.trim)(name, 1)
+    stream = await open_stream(f"/events/{name}/", headers=[(b"last-event-id", f"{name}:0".encode())])
+    await asend_event(name, "<p>live</p>", raw=True)
+    events = await stream.events(2)
+    assert events[0]["event"] == "stream-reset"
+    assert (events[1]["id"], events[1]["data"]) == (f"{name}:4", "<p>live</p>")
+    await stream.close()
+
+
 async def test_multi_channel_stream_without_the_slash_answers_cross_origin(settings) -> None:
     """GET /events?channel=a used to be Django's 301 to /events/?channel=a, with no CORS
     headers: a cross-origin EventSource could not follow it."""
