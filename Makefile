@@ -5,6 +5,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # The exact versions of everything installed (pyproject.toml has the ranges).
 LOCK := requirements.lock
+# The development key of `make run` and the tests (site_config/settings.py reads it when
+# SECRET_KEY is not set); a deployment sets SECRET_KEY instead.
+VAR_DIR ?= var
+LOCAL_KEY := $(VAR_DIR)/secret_key
 
 .PHONY: run test check lint bench clean demo-htmx
 
@@ -15,11 +19,15 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(PY) -m pip install --quiet -c $(LOCK) -e ".[site,test]"
 	@touch $(STAMP)
 
-run: $(STAMP)
+$(LOCAL_KEY):
+	@mkdir -p $(VAR_DIR)
+	@umask 077 && $(PYTHON) -c "import secrets; print(secrets.token_urlsafe(50))" > $@.tmp && mv $@.tmp $@
+
+run: $(STAMP) $(LOCAL_KEY)
 	$(PY) manage.py migrate --noinput -v 0
 	$(PY) manage.py serve
 
-test: $(STAMP)
+test: $(STAMP) $(LOCAL_KEY)
 	$(PY) manage.py check --fail-level WARNING
 	$(PY) -m pytest $(PYTEST_ARGS)
 

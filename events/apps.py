@@ -10,3 +10,8 @@ class EventsConfig(AppConfig):
 
     def ready(self) -> None:
         from events import checks  # noqa: F401  (registers the system checks)
+        from events.fdlimit import raise_soft_limit
+
+        # At start, in every process that serves streams: the per-process stream cap
+        # (events/fdlimit.py) follows the descriptor limit.
+        raise_soft_limit()

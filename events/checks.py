@@ -92,6 +92,18 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             )
         )
 
+    per_process = get("EVENTS_MAX_STREAMS_PER_PROCESS")
+    if per_process is not None and (
+        isinstance(per_process, bool) or not isinstance(per_process, int) or per_process <= 0
+    ):
+        errors.append(
+            Error(
+                f"EVENTS_MAX_STREAMS_PER_PROCESS must be a positive integer or None, not {per_process!r}.",
+                hint="None (the default) derives it from the process's file descriptor limit.",
+                id="events.E014",
+            )
+        )
+
     policy = get("EVENTS_CHANNEL_POLICY")
     try:
         if not isinstance(policy, str):
@@ -295,6 +307,22 @@ def check_embedded_redis_setting(app_configs: Any = None, **kwargs: Any) -> list
     ]
 
 
+@register(Tags.security, deploy=True)
+def check_local_secret_key(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    # settings.SECRET_KEY_IS_LOCAL: no SECRET_KEY in the environment, so the key is the
+    # development one under var/, which other hosts and processes do not share.
+    if not getattr(settings, "SECRET_KEY_IS_LOCAL", False):
+        return []
+    return [
+        Warning(
+            "SECRET_KEY is not set: the development key kept under var/ is in use, which other "
+            "hosts do not share (subscribe tokens and sessions made on one fail on another).",
+            hint="Set SECRET_KEY in the environment to a long random value, the same for every process.",
+            id="events.W008",
+        )
+    ]
+
+
 def _project_asgi_application() -> str | None:
     """The dotted path of the project's ASGI application, where it can be told:
     ASGI_APPLICATION, else `application` in the asgi module beside the settings module
@@ -342,5 +370,21 @@ def check_streams_routed(app_configs: Any = None, **kwargs: Any) -> list[CheckMe
             "`application = with_streams(get_asgi_application())`. If a middleware of yours "
             "wraps it so that this check cannot see it, add events.W030 to SILENCED_SYSTEM_CHECKS.",
             id="events.W030",
+        )
+    ]
+
+
+@register(Tags.security, deploy=True)
+def check_streams_per_client(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    if get("EVENTS_MAX_STREAMS_PER_CLIENT") != 0:
+        return []  # a limit, or a bad value (events.E012)
+    return [
+        Warning(
+            "EVENTS_MAX_STREAMS_PER_CLIENT is 0: one client may open streams until the process "
+            "runs out of connections (the per-process cap then refuses everyone with 503).",
+            hint="Set a limit (the default is "
+            f"{DEFAULTS['EVENTS_MAX_STREAMS_PER_CLIENT']}); behind a proxy, run daphne with "
+            "--proxy-headers so that it counts browsers, not the proxy.",
+            id="events.W009",
         )
     ]

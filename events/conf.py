@@ -25,7 +25,10 @@ DEFAULTS: dict[str, Any] = {
     # connection is ended and the client resumes from its last id.
     "EVENTS_MAX_QUEUED_BYTES": 256 * 1024,
     # Open streams one client address may hold in one process; 0 turns the limit off.
-    "EVENTS_MAX_STREAMS_PER_CLIENT": 0,
+    "EVENTS_MAX_STREAMS_PER_CLIENT": 100,
+    # Open streams one process may hold; None: what its descriptor limit leaves room
+    # for (events/fdlimit.py). Past it streams are answered 503 with Retry-After.
+    "EVENTS_MAX_STREAMS_PER_PROCESS": None,
     # Seconds a process's subscriber counts outlive its last refresh in Redis
     # (events/presence.py): a killed process's counts vanish within this time.
     "EVENTS_PRESENCE_TTL_SECONDS": 15.0,
@@ -75,6 +78,11 @@ class Settings:
     @property
     def max_streams_per_client(self) -> int:
         return int(get("EVENTS_MAX_STREAMS_PER_CLIENT"))
+
+    @property
+    def max_streams_per_process(self) -> int | None:
+        value = get("EVENTS_MAX_STREAMS_PER_PROCESS")
+        return None if value is None else int(value)
 
     @property
     def publish_token(self) -> str:

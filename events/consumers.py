@@ -34,7 +34,7 @@ from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
-from events import cors, sse, store
+from events import cors, fdlimit, sse, store
 from events.backpressure import SERVER_SEND_KEY, queued_bytes, transport_of
 from events.conf import conf
 from events.hub import get_hub
@@ -69,8 +69,12 @@ REPLAY_PAGE = 200
 REPLAY_STALL_SECONDS = 30.0
 
 
-# Open streams per client address in this process (EVENTS_MAX_STREAMS_PER_CLIENT).
+# Open streams per client address in this process (EVENTS_MAX_STREAMS_PER_CLIENT), and
+# all of them (EVENTS_MAX_STREAMS_PER_PROCESS, events/fdlimit.py).
 _open_by_client: collections.Counter[str] = collections.Counter()
+_open_streams = 0
+# Retry-After on a refusal for too many streams: long enough for some to end.
+STREAMS_FULL_RETRY_AFTER = "10"
 
 
 def _direct_request(server_send: Any) -> Any:
@@ -121,10 +125,11 @@ def _write_direct(request: Any, transport: Any, data: bytes) -> bool:
 
 
 class BadRequest(Exception):
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.headers = headers or []
 
 
 def _headers(scope: dict[str, Any]) -> dict[bytes, bytes]:
@@ -201,6 +206,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         # straight to the socket (_write_direct).
         self.direct_request: Any = None
         self.client_address: str | None = None
+        self.counted = False
         self.responded = False
 
     # -- request -------------------------------------------------------------------
@@ -212,7 +218,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         try:
             await self.handle(b"")
         except BadRequest as exc:
-            await self._reject(exc.status, exc.reason)
+            await self._reject(exc.status, exc.reason, exc.headers)
         except Exception:
             # A failing session store, database or custom policy: a reason, never a 500.
             logger.exception("stream request for %s failed before it started", self.channels)
@@ -238,9 +244,10 @@ class EventStreamConsumer(AsyncHttpConsumer):
         )
         if len(resume) > ID_BYTES_PER_CHANNEL * conf.max_channels_per_stream:
             raise BadRequest(400, "Last-Event-ID is longer than any id this server hands out")
+        # Before any database work: a full process or client costs nothing more.
+        self._admit()
         # The Unix time at which a subscribe token's grant ends, or None (a session).
         expires = await self._authorise(query)
-        self._count_client()
 
         self.responded = True
         await self.send_headers(status=200, headers=self._stream_headers(headers))
@@ -298,16 +305,37 @@ class EventStreamConsumer(AsyncHttpConsumer):
             raise BadRequest(403, f"not allowed to read channel {denied[0]!r}")
         return None
 
-    def _count_client(self) -> None:
+    def _admit(self) -> None:
+        """Count this stream against the process's and its client's limits (given back
+        in __call__'s finally), or refuse it: 503 when the process holds all the streams
+        its descriptors allow, 429 when this client address holds its share."""
+        global _open_streams
+        process_limit = fdlimit.process_stream_limit(conf.max_streams_per_process)
+        retry = [(b"Retry-After", STREAMS_FULL_RETRY_AFTER.encode())]
+        if process_limit is not None and _open_streams >= process_limit:
+            logger.warning("refusing a stream: %d streams open, the most this process holds", _open_streams)
+            raise BadRequest(503, "this server holds all the streams it can; try again later", retry)
         limit = conf.max_streams_per_client
         client = self.scope.get("client")
-        if not limit or not client:
-            return
-        address = str(client[0])
-        if _open_by_client[address] >= limit:
-            raise BadRequest(429, f"too many open streams from {address} (at most {limit})")
-        _open_by_client[address] += 1
-        self.client_address = address
+        if limit and client:
+            address = str(client[0])
+            if _open_by_client[address] >= limit:
+                raise BadRequest(429, f"too many open streams from {address} (at most {limit})", retry)
+            _open_by_client[address] += 1
+            self.client_address = address
+        _open_streams += 1
+        self.counted = True
+
+    def _release(self) -> None:
+        global _open_streams
+        if self.counted:
+            self.counted = False
+            _open_streams -= 1
+        if self.client_address is not None:
+            _open_by_client[self.client_address] -= 1
+            if _open_by_client[self.client_address] <= 0:
+                del _open_by_client[self.client_address]
+            self.client_address = None
 
     def _stream_headers(self, request_headers: dict[bytes, bytes]) -> list[tuple[bytes, bytes]]:
         origin = request_headers.get(b"origin")
@@ -318,9 +346,10 @@ class EventStreamConsumer(AsyncHttpConsumer):
             *cors.response_headers(origin.decode("latin-1") if origin else None, conf.allowed_origins),
         ]
 
-    async def _reject(self, status: int, reason: str) -> None:
+    async def _reject(self, status: int, reason: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
         origin = _headers(self.scope).get(b"origin")
         headers = [
+            *(extra or []),
             (b"Content-Type", b"application/json"),
             # As Django's SecurityMiddleware adds to its pages (the stream itself needs
             # none: text/event-stream is never sniffed into something runnable).
@@ -535,11 +564,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
             if self._expiry is not None:
                 self._expiry.cancel()
                 self._expiry = None
-            if self.client_address is not None:
-                _open_by_client[self.client_address] -= 1
-                if _open_by_client[self.client_address] <= 0:
-                    del _open_by_client[self.client_address]
-                self.client_address = None
+            self._release()
             # Also when the server cancels us (daphne does at shutdown and for
             # instances that outlive their connection): never leave a dead stream in
             # the hub. The membership bookkeeping happens before the first await.

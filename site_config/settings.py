@@ -48,9 +48,44 @@ def _env_list(name: str, default: str = "") -> list[str]:
 
 DEBUG = _env_bool("DEBUG", False)
 
-# A development key keeps `make run` and the tests at zero set-up; its "django-insecure-"
-# prefix makes `manage.py check --deploy` flag it until a deployment sets SECRET_KEY.
-SECRET_KEY = os.environ.get("SECRET_KEY") or "django-insecure-development-key-set-SECRET_KEY"
+# A key of this checkout's own, kept under var/ (never in git), so that `make run` and the
+# tests need no set-up: `make` writes it, or DEBUG does. A deployment sets SECRET_KEY; with
+# neither, the process refuses to start (manage.py and the ASGI entry print this reason
+# in one line): a key everyone knows would let anyone sign subscribe tokens and sessions.
+LOCAL_SECRET_KEY_FILE = VAR_DIR / "secret_key"
+
+
+def _local_secret_key() -> str:
+    if not LOCAL_SECRET_KEY_FILE.exists() and DEBUG:
+        import secrets
+
+        # Written whole under another name, then linked into place: a second process
+        # starting at the same moment reads either no file or the complete key.
+        temporary = LOCAL_SECRET_KEY_FILE.with_name(f".secret_key.{os.getpid()}")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(50) + "\n")
+        try:
+            os.link(temporary, LOCAL_SECRET_KEY_FILE)
+        except FileExistsError:
+            pass  # the other process won; both use its key
+        finally:
+            temporary.unlink()
+    try:
+        return LOCAL_SECRET_KEY_FILE.read_text().strip()
+    except FileNotFoundError:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set: set it in the environment to a long random value "
+            f"(DEBUG is off, and there is no development key at {LOCAL_SECRET_KEY_FILE}, "
+            "which `make run` and `make test` write)"
+        ) from None
+
+
+SECRET_KEY = os.environ.get("SECRET_KEY", "").strip()
+# True when the key is the development one from var/ (`check --deploy` flags it).
+SECRET_KEY_IS_LOCAL = not SECRET_KEY
+if SECRET_KEY_IS_LOCAL:
+    SECRET_KEY = _local_secret_key()
 
 ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS")
@@ -166,7 +201,10 @@ if _env_bool("BEHIND_HTTPS_PROXY", False):
 # make every token silently fail to match.
 EVENTS_PUBLISH_TOKEN = os.environ.get("EVENTS_PUBLISH_TOKEN", "").strip()
 EVENTS_ALLOWED_ORIGINS = _env_list("EVENTS_ALLOWED_ORIGINS")
-EVENTS_MAX_STREAMS_PER_CLIENT = _env_int("EVENTS_MAX_STREAMS_PER_CLIENT", 0)
+if os.environ.get("EVENTS_MAX_STREAMS_PER_CLIENT", "").strip():
+    EVENTS_MAX_STREAMS_PER_CLIENT = _env_int("EVENTS_MAX_STREAMS_PER_CLIENT", 0)
+if os.environ.get("EVENTS_MAX_STREAMS_PER_PROCESS", "").strip():
+    EVENTS_MAX_STREAMS_PER_PROCESS = _env_int("EVENTS_MAX_STREAMS_PER_PROCESS", 0)
 if os.environ.get("EVENTS_PRESENCE_TTL_SECONDS"):
     # Short in the tests, so that a killed process's subscriber counts vanish quickly.
     EVENTS_PRESENCE_TTL_SECONDS = float(os.environ["EVENTS_PRESENCE_TTL_SECONDS"])

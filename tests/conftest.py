@@ -95,10 +95,14 @@ def dj_database_url_for(settings: dict[str, Any]) -> str:
 
 @pytest.fixture
 def server_env(redis_url: str, transactional_db: None) -> dict[str, str]:
-    """Environment for child processes: the test Redis and the test database."""
+    """Environment for child processes: the test Redis, the test database and this
+    process's key (subscribe tokens made here must be valid there)."""
+    from django.conf import settings
+
     env = dict(os.environ)
     env.update(
         {
+            "SECRET_KEY": settings.SECRET_KEY,
             "REDIS_URL": redis_url,
             "DATABASE_URL": database_url(),
             "DJANGO_SETTINGS_MODULE": "site_config.settings",

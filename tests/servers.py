@@ -103,9 +103,11 @@ class RedisServer:
 class Daphne:
     """A daphne process serving the project, on a free port."""
 
-    def __init__(self, env: dict[str, str], port: int | None = None) -> None:
+    def __init__(self, env: dict[str, str], port: int | None = None, nofile: int | None = None) -> None:
         self.port = port or free_port()
         self.env = env
+        # A file descriptor limit (soft and hard) for the process, as a service manager sets it.
+        self.nofile = nofile
         self.process: subprocess.Popen[bytes] | None = None
         # Kept after the process ends, so a failing test can show what daphne said.
         self.log = tempfile.NamedTemporaryFile(prefix="events-test-daphne-", suffix=".log", delete=False)  # noqa: SIM115
@@ -131,7 +133,7 @@ class Daphne:
             stdin=subprocess.DEVNULL,
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            preexec_fn=self._limits,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -145,6 +147,14 @@ class Daphne:
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"daphne did not become healthy within {timeout} s:\n{self.output()}")
+
+    def _limits(self) -> None:
+        """Runs in the child before exec."""
+        _die_with_parent()
+        if self.nofile is not None:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def output(self) -> str:
         return Path(self.log.name).read_text(errors="replace")

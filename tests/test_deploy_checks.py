@@ -12,8 +12,10 @@ import pytest
 from events.checks import (
     check_deployment_mistakes,
     check_embedded_redis,
+    check_local_secret_key,
     check_publish_token,
     check_settings,
+    check_streams_per_client,
 )
 from tests.servers import ROOT
 
@@ -117,5 +119,35 @@ def test_check_deploy_names_what_is_missing_in_development() -> None:
         text=True,
         timeout=60,
     )
-    for check_id in ("security.W009", "security.W004", "security.W008", "events.W003", "events.W007"):
+    # The development key under var/ (what `make test` wrote) stands in for SECRET_KEY.
+    for check_id in ("events.W008", "security.W004", "security.W008", "events.W003", "events.W007"):
         assert check_id in result.stderr + result.stdout
+
+
+def test_streams_per_client_limit_off_is_flagged_for_deployment(settings) -> None:
+    assert ids(check_streams_per_client()) == []  # the default is a limit
+    settings.EVENTS_MAX_STREAMS_PER_CLIENT = 0
+    assert ids(check_streams_per_client()) == ["events.W009"]
+
+
+@pytest.mark.parametrize(
+    "value", [0, -5, "100", True, 2.5], ids=["zero", "negative", "string", "bool", "float"]
+)
+def test_streams_per_process_must_be_positive_or_none(settings, value) -> None:
+    settings.EVENTS_MAX_STREAMS_PER_PROCESS = value
+    assert ids(check_settings()) == ["events.E014"]
+    settings.EVENTS_MAX_STREAMS_PER_PROCESS = None
+    assert ids(check_settings()) == []
+
+
+def test_development_key_is_flagged_for_deployment(settings) -> None:
+    settings.SECRET_KEY_IS_LOCAL = True
+    assert ids(check_local_secret_key()) == ["events.W008"]
+    settings.SECRET_KEY_IS_LOCAL = False
+    assert ids(check_local_secret_key()) == []
+
+
+def test_procfile_release_fails_on_any_deployment_warning() -> None:
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    release = next(line for line in lines if line.startswith("release:"))
+    assert "check --deploy --fail-level WARNING" in release

@@ -146,7 +146,16 @@ async def test_two_daphne_processes_share_one_redis(daphne: Daphne, server_env) 
         other.stop()
 
 
-async def test_hundreds_of_streams_opened_at_once(daphne: Daphne) -> None:
+async def test_hundreds_of_streams_opened_at_once(server_env) -> None:
+    # All from one address: the per-client limit is off, as for a load test.
+    daphne = Daphne({**server_env, "EVENTS_MAX_STREAMS_PER_CLIENT": "0"}).start()
+    try:
+        await _open_at_once(daphne)
+    finally:
+        daphne.stop()
+
+
+async def _open_at_once(daphne: Daphne) -> None:
     name = channel()
     count = 300
     limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=0)
