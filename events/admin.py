@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -19,8 +20,11 @@ from events import presence
 from events.html import send_html
 from events.models import Event
 from events.names import channel_error, event_type_error, validate_channel, validate_event_type
-from events.publish import encode_payload, encode_text, send_event
+from events.policy import publish_denied
+from events.publish import encode_payload, encode_text, send_encoded, send_event
 from events.signals import model_payload
+
+logger = logging.getLogger(__name__)
 
 
 def broadcast_action(
@@ -70,7 +74,17 @@ def broadcast_action(
     return action
 
 
+# "Send again" sends at most this many events at once: a larger selection (every page
+# of a long list) is refused with a message rather than flooding every stream.
+SEND_AGAIN_MAX = 100
+# "Open streams now" lists this many channels, the busiest first.
+PRESENCE_TOP = 20
+
+
 class EventForm(forms.ModelForm):
+    # Set per request by EventAdmin.get_form: the publish policy is asked about this user.
+    user: Any = None
+
     data = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 6, "spellcheck": "false"}),
         help_text='Any JSON value, e.g. {"hello": "world"}, or with "text" ticked any text, sent as is '
@@ -89,6 +103,9 @@ class EventForm(forms.ModelForm):
         problem = channel_error(value)
         if problem:
             raise forms.ValidationError(problem)
+        denied = publish_denied(self.user, value) if self.user is not None else None
+        if denied:
+            raise forms.ValidationError(denied)
         return value
 
     def clean_type(self) -> str:
@@ -134,7 +151,20 @@ class EventAdmin(admin.ModelAdmin):
             live: dict[str, Any] = {**presence.counts(), "error": ""}
         except presence.PresenceUnavailable as exc:
             live = {"channels": {}, "processes": 0, "error": str(exc)}
+        # Anyone can open streams on channel names of their choosing: list only the
+        # busiest, and count the rest, so that the page stays small and readable.
+        busiest = sorted(live["channels"].items(), key=lambda item: (-item[1], item[0]))
+        live["channels"] = dict(busiest[:PRESENCE_TOP])
+        live["other_channels"] = len(busiest) - len(live["channels"])
+        live["other_streams"] = sum(count for _, count in busiest[PRESENCE_TOP:])
         return super().changelist_view(request, {**(extra_context or {}), "presence": live})
+
+    def get_form(
+        self, request: HttpRequest, obj: Event | None = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        form.user = request.user  # a class made for this request: nothing is shared
+        return form
 
     def view_on_site(self, obj: Event) -> str | None:
         try:
@@ -171,13 +201,28 @@ class EventAdmin(admin.ModelAdmin):
         sent = send_event(obj.channel, obj.payload, event=obj.type, raw=obj.raw)
         obj.pk, obj.seq, obj.created = sent.pk, sent.seq, sent.created
 
-    @admin.action(description="Send selected events again (as new events)")
+    @admin.action(description="Send selected events again (as new events)", permissions=["add"])
     def send_again(self, request: HttpRequest, queryset: QuerySet[Event]) -> None:
+        selected = queryset.count()
+        if selected > SEND_AGAIN_MAX:
+            self.message_user(
+                request,
+                f"{selected} events selected: send at most {SEND_AGAIN_MAX} again at once. Nothing was sent.",
+                messages.ERROR,
+            )
+            return
         count = 0
         for stored in queryset.order_by("id"):
+            denied = publish_denied(request.user, stored.channel)
+            if denied:
+                self.message_user(request, f"{stored.sse_id}: not sent: {denied}", messages.ERROR)
+                continue
             try:
-                send_event(stored.channel, stored.payload, event=stored.type, raw=stored.raw)
-            except ValueError as exc:
+                # The data as stored: not decoded and encoded again.
+                send_encoded(stored.channel, stored.data, event=stored.type, raw=stored.raw)
+            except Exception as exc:
+                # One row that cannot be sent must not end the action half-way with a 500.
+                logger.exception("sending %s again failed", stored.sse_id)
                 self.message_user(request, f"{stored.sse_id}: not sent: {exc}", messages.ERROR)
                 continue
             count += 1

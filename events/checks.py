@@ -29,6 +29,24 @@ def _positive_number(name: str, check_id: str, *, integer: bool) -> list[Error]:
     return []
 
 
+def _policy(name: str, check_id: str) -> list[Error]:
+    policy = get(name)
+    try:
+        if not isinstance(policy, str):
+            raise TypeError(f"expected a dotted path string, not {type(policy).__name__}")
+        if not callable(import_string(policy)):
+            raise ImportError(f"{policy} is not callable")
+    except (ImportError, TypeError, ValueError, AttributeError) as exc:
+        return [
+            Error(
+                f"{name} {policy!r} is not an importable callable: {exc}",
+                hint="A dotted path to a function (user, channel) -> bool.",
+                id=check_id,
+            )
+        ]
+    return []
+
+
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -104,20 +122,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             )
         )
 
-    policy = get("EVENTS_CHANNEL_POLICY")
-    try:
-        if not isinstance(policy, str):
-            raise TypeError(f"expected a dotted path string, not {type(policy).__name__}")
-        if not callable(import_string(policy)):
-            raise ImportError(f"{policy} is not callable")
-    except (ImportError, TypeError, ValueError, AttributeError) as exc:
-        errors.append(
-            Error(
-                f"EVENTS_CHANNEL_POLICY {policy!r} is not an importable callable: {exc}",
-                hint="A dotted path to a function (user, channel) -> bool.",
-                id="events.E006",
-            )
-        )
+    errors += _positive_number("EVENTS_REAUTH_SECONDS", "events.E016", integer=False)
+    errors += _policy("EVENTS_CHANNEL_POLICY", "events.E006")
+    errors += _policy("EVENTS_PUBLISH_POLICY", "events.E015")
 
     origins = get("EVENTS_ALLOWED_ORIGINS")
     if not isinstance(origins, (list, tuple)) or not all(isinstance(o, str) for o in origins):

@@ -19,6 +19,10 @@ DEFAULTS: dict[str, Any] = {
     "EVENTS_MAX_CHANNELS_PER_STREAM": 10,
     "EVENTS_MAX_PAYLOAD_BYTES": 64 * 1024,
     "EVENTS_CHANNEL_POLICY": "events.policy.default_policy",
+    "EVENTS_PUBLISH_POLICY": "events.policy.default_publish_policy",
+    # Streams a session authorised are checked again this often (and at once when the
+    # session logs out): a logged-out, deactivated or demoted user stops reading.
+    "EVENTS_REAUTH_SECONDS": 60.0,
     "EVENTS_ALLOWED_ORIGINS": [],
     "EVENTS_PUBLISH_TOKEN": "",
     # Bytes a stream may have waiting for a client that does not read; past this the
@@ -66,6 +70,14 @@ class Settings:
     @property
     def channel_policy(self) -> str:
         return str(get("EVENTS_CHANNEL_POLICY"))
+
+    @property
+    def publish_policy(self) -> str:
+        return str(get("EVENTS_PUBLISH_POLICY"))
+
+    @property
+    def reauth_seconds(self) -> float:
+        return float(get("EVENTS_REAUTH_SECONDS"))
 
     @property
     def allowed_origins(self) -> list[str]:

@@ -1,8 +1,14 @@
-"""Who may read which channel (SPEC 4.5).
+"""Who may read which channel (SPEC 4.5), and which user may publish where.
 
 EVENTS_CHANNEL_POLICY names a callable `(user, channel) -> bool`. The default:
 `user-<pk>` only for that logged-in user, `private-*` only for active staff, every other
 channel for anyone.
+
+EVENTS_PUBLISH_POLICY names a callable `(user, channel) -> bool` asked when a user (a
+session: the HTTP endpoint, the admin) publishes; a user must be active staff with the
+`events.add_event` permission first. The default: `user-*` and `private-*` only for
+superusers, other channels for every such user. The bearer token is not a user and is
+not asked about.
 """
 
 from __future__ import annotations
@@ -29,6 +35,24 @@ def default_policy(user: Any, channel: str) -> bool:
     if channel.startswith("private-"):
         return bool(user.is_authenticated and user.is_active and user.is_staff)
     return True
+
+
+def default_publish_policy(user: Any, channel: str) -> bool:
+    if channel.startswith(("user-", "private-")):
+        return bool(user.is_superuser)
+    return True
+
+
+def publish_denied(user: Any, channel: str) -> str | None:
+    """Why `user` may not publish to `channel`, or None when it may."""
+    if not (user.is_authenticated and user.is_active and user.is_staff):
+        return "only staff users may publish"
+    if not user.has_perm("events.add_event"):
+        return "publishing needs the events.add_event permission"
+    policy: Policy = import_string(conf.publish_policy)
+    if not policy(user, channel):
+        return f"not allowed to publish to channel {channel!r}"
+    return None
 
 
 def _needs_user_by_default(channel: str) -> bool:

@@ -97,7 +97,18 @@ def send_event(channel: str, data: Any, event: str = DEFAULT_EVENT_TYPE, *, raw:
     """
     validate_channel(channel)
     validate_event_type(event)
-    encoded = encode_text(data) if raw else encode_payload(data)
+    return send_encoded(channel, encode_text(data) if raw else encode_payload(data), event, raw=raw)
+
+
+def send_encoded(channel: str, encoded: str, event: str = DEFAULT_EVENT_TYPE, *, raw: bool = False) -> Event:
+    """send_event for data already encoded as it goes on the wire, such as a stored
+    event sent again: it is not parsed, so whatever was stored can be sent as it is (a
+    payload nested too deeply to decode and encode again included)."""
+    validate_channel(channel)
+    validate_event_type(event)
+    size, limit = len(encoded.encode()), conf.max_payload_bytes
+    if size > limit:
+        raise ValueError(f"event data is {size} bytes, over the limit of {limit} bytes")
 
     from events import store
 

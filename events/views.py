@@ -23,6 +23,7 @@ from django.views.decorators.csrf import csrf_exempt
 from events import cors, presence
 from events.conf import conf
 from events.names import channel_error, event_type_error
+from events.policy import publish_denied
 from events.positions import format_position
 from events.publish import send_event
 from events.shell import python_command
@@ -61,7 +62,7 @@ def _bearer_token(request: HttpRequest) -> str | None:
     return token.strip()
 
 
-def _authorise(request: HttpRequest) -> JsonResponse | None:
+def _authorise(request: HttpRequest, channel: str) -> JsonResponse | None:
     """None when the request may publish, else the 401/403 answer (SPEC 4.4)."""
     token = _bearer_token(request)
     if token is not None:
@@ -83,6 +84,10 @@ def _authorise(request: HttpRequest) -> JsonResponse | None:
     reason = CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})
     if reason is not None:
         return error(403, "CSRF verification failed: send the X-CSRFToken header")
+    # As the admin asks: staff with the add permission, and the publish policy.
+    denied = publish_denied(user, channel)
+    if denied is not None:
+        return error(403, denied)
     return None
 
 
@@ -117,7 +122,7 @@ def publish(request: HttpRequest, channel: str = "") -> HttpResponse:
     problem = channel_error(channel) if channel else "no channel: publish to /events/<channel>/"
     if problem:
         return _with_cors(request, error(400, problem))
-    denied = _authorise(request)
+    denied = _authorise(request, channel)
     if denied is not None:
         return _with_cors(request, denied)
     try:

@@ -222,3 +222,83 @@ def test_stored_events_cannot_be_deleted_from_the_admin(admin_client: Client) ->
     response = admin_client.post(f"/admin/events/event/{stored.pk}/delete/", {"post": "yes"})
     assert response.status_code == 403
     assert Event.objects.filter(pk=stored.pk).exists()
+
+
+def test_send_again_sends_the_stored_data_as_stored(admin_client: Client) -> None:
+    """A row nested too deeply to decode and encode again (stored by an older version,
+    or written directly) is sent as it is stored, not a 500 half-way through."""
+    from events import store
+
+    name = channel()
+    deep = "[" * 3000 + "]" * 3000
+    stored = store.append(name, "deep", deep)
+    plain = send_event(name, {"n": 1})
+    with GroupListener(name) as listener:
+        response = admin_client.post(
+            CHANGELIST, {"action": "send_again", "_selected_action": [stored.pk, plain.pk]}
+        )
+        received = listener.messages(count=2, timeout=ARRIVE)
+    assert response.status_code == 302
+    assert [(m["event"], m["data"]) for m in received] == [("deep", deep), ("message", '{"n":1}')]
+    assert rows(name)[2:] == [(3, "deep", deep), (4, "message", '{"n":1}')]
+
+
+def test_send_again_refuses_a_large_selection(admin_client: Client) -> None:
+    from events.admin import SEND_AGAIN_MAX
+
+    name = channel()
+    pks = [send_event(name, n).pk for n in range(SEND_AGAIN_MAX + 1)]
+    response = admin_client.post(CHANGELIST, {"action": "send_again", "_selected_action": pks})
+    assert response.status_code == 302
+    assert len(rows(name)) == SEND_AGAIN_MAX + 1  # nothing sent
+    messages = [str(m) for m in admin_client.get(CHANGELIST).context["messages"]]
+    assert any("Nothing was sent" in m for m in messages), messages
+
+
+def staff_with(django_user_model, *codenames: str) -> Client:
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user(f"s-{uuid.uuid4().hex[:6]}", password="pw", is_staff=True)
+    user.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="events", codename__in=codenames)
+    )
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_send_again_needs_the_add_permission(django_user_model) -> None:
+    name = channel()
+    event = send_event(name, 1)
+    viewer = staff_with(django_user_model, "view_event")
+    viewer.post(CHANGELIST, {"action": "send_again", "_selected_action": [event.pk]})
+    assert len(rows(name)) == 1
+
+
+def test_admin_applies_the_publish_policy(django_user_model) -> None:
+    """Staff who may add events still send to user-* and private-* only as superusers."""
+    editor = staff_with(django_user_model, "view_event", "add_event")
+    private = send_event("private-ops", 1)
+    editor.post(CHANGELIST, {"action": "send_again", "_selected_action": [private.pk]})
+    assert Event.objects.filter(channel="private-ops").count() == 1
+    response = editor.post(ADD, {"channel": "private-ops", "type": "message", "data": "1"})
+    assert response.status_code == 200  # the form again, with the reason
+    assert "not allowed to publish" in response.content.decode()
+    assert Event.objects.filter(channel="private-ops").count() == 1
+    ok = channel()
+    assert editor.post(ADD, {"channel": ok, "type": "message", "data": "1"}).status_code == 302
+    assert len(rows(ok)) == 1
+
+
+def test_open_streams_lists_the_busiest_channels_and_counts_the_rest(
+    admin_client: Client, monkeypatch
+) -> None:
+    from events import presence
+    from events.admin import PRESENCE_TOP
+
+    spoofed = {f"spoof-{n:05d}": 1 for n in range(5000)}
+    monkeypatch.setattr(presence, "counts", lambda: {"channels": {**spoofed, "orders": 7}, "processes": 1})
+    html = admin_client.get(CHANGELIST).content.decode()
+    assert "orders" in html
+    assert html.count("spoof-") <= 3 * PRESENCE_TOP
+    assert f"And {5001 - PRESENCE_TOP} other channels with {5001 - PRESENCE_TOP} streams." in html

@@ -151,3 +151,17 @@ def test_procfile_release_fails_on_any_deployment_warning() -> None:
     lines = (ROOT / "Procfile").read_text().splitlines()
     release = next(line for line in lines if line.startswith("release:"))
     assert "check --deploy --fail-level WARNING" in release
+
+
+@pytest.mark.parametrize(
+    "value", ["no.such.policy", 42, "events.conf.DEFAULTS"], ids=["missing", "int", "dict"]
+)
+def test_publish_policy_must_be_an_importable_callable(settings, value) -> None:
+    settings.EVENTS_PUBLISH_POLICY = value
+    assert ids(check_settings()) == ["events.E015"]
+
+
+@pytest.mark.parametrize("value", [0, -1, "60", float("nan")], ids=["zero", "negative", "string", "nan"])
+def test_reauth_interval_must_be_positive(settings, value) -> None:
+    settings.EVENTS_REAUTH_SECONDS = value
+    assert ids(check_settings()) == ["events.E016"]

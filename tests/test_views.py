@@ -50,9 +50,18 @@ def publish_token(settings) -> str:
     return TOKEN
 
 
+def add_event_permission():
+    from django.contrib.auth.models import Permission
+
+    return Permission.objects.get(codename="add_event", content_type__app_label="events")
+
+
 @pytest.fixture
 def staff(django_user_model):
-    return django_user_model.objects.create_user("staff", password="pw", is_staff=True)
+    """A staff user who may publish: the admin's add permission for events."""
+    user = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
+    user.user_permissions.add(add_event_permission())
+    return user
 
 
 @pytest.fixture
@@ -208,6 +217,45 @@ def test_staff_session_with_csrf_token_publishes(csrf_client: tuple[Client, str]
     assert response.status_code == 201, response.content
     assert response.json() == {"id": f"{name}:1"}
     assert [(m["event"], m["data"]) for m in received] == [("note", '{"by":"staff"}')]
+
+
+def session_post(user, name: str) -> Any:
+    client = Client()
+    client.force_login(user)
+    return client.post(f"/events/{name}/", '{"data": 1}', content_type="application/json")
+
+
+def test_staff_without_the_add_permission_is_403(django_user_model) -> None:
+    """A staff user the admin would refuse (no permissions) cannot publish either."""
+    user = django_user_model.objects.create_user("bare", password="pw", is_staff=True)
+    for name in (channel(), f"user-{user.pk + 1}", "private-ops"):
+        assert "events.add_event" in assert_json_error(session_post(user, name), 403)
+        assert not Event.objects.filter(channel=name).exists()
+
+
+def test_default_publish_policy_keeps_user_and_private_channels_for_superusers(
+    staff, django_user_model
+) -> None:
+    other = django_user_model.objects.create_user("other", password="pw")
+    for name in (f"user-{other.pk}", f"user-{staff.pk}", "private-ops"):
+        assert "not allowed to publish" in assert_json_error(session_post(staff, name), 403)
+        assert not Event.objects.filter(channel=name).exists()
+    assert session_post(staff, channel()).status_code == 201
+    root = django_user_model.objects.create_superuser("root", password="pw")
+    assert session_post(root, f"user-{other.pk}").status_code == 201
+    assert session_post(root, "private-ops").status_code == 201
+
+
+def only_orders(user, channel: str) -> bool:
+    return channel == "orders"
+
+
+def test_publish_policy_setting_decides(staff, settings) -> None:
+    settings.EVENTS_PUBLISH_POLICY = "tests.test_views.only_orders"
+    assert session_post(staff, "orders").status_code == 201
+    assert "not allowed to publish" in assert_json_error(session_post(staff, "news"), 403)
+    # The bearer token is not a user: the policy is not asked.
+    assert post(Client(), "news", {"data": 1}).status_code == 201
 
 
 def test_non_staff_user_is_403(django_user_model) -> None:

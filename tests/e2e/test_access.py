@@ -10,6 +10,7 @@ import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.core import signing
 from django.test import Client
 
@@ -35,7 +36,12 @@ def session_cookie(user) -> dict[str, str]:
 
 @sync_to_async
 def make_user(name: str, staff: bool = False):
-    return get_user_model().objects.create_user(name, f"{name}@example.com", "pw", is_staff=staff)
+    user = get_user_model().objects.create_user(name, f"{name}@example.com", "pw", is_staff=staff)
+    if staff:  # staff who may publish, as the admin's add permission allows
+        user.user_permissions.add(
+            Permission.objects.get(codename="add_event", content_type__app_label="events")
+        )
+    return user
 
 
 async def status_of(url: str, **kwargs) -> tuple[int, dict]:
