@@ -34,12 +34,12 @@ from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
-from events import cors, fdlimit, sse, store
+from events import cors, fdlimit, reauth, sse, store
 from events.backpressure import SERVER_SEND_KEY, queued_bytes, transport_of
 from events.conf import conf
 from events.hub import get_hub
 from events.names import CHANNEL_MAX, channel_error
-from events.policy import denied_channels
+from events.policy import denied_channels, depends_on_user
 from events.positions import format_position, parse_position
 from events.tokens import TokenError, read_token
 
@@ -185,6 +185,11 @@ class EventStreamConsumer(AsyncHttpConsumer):
     # at the token's expiry, and the task that does so.
     _expiry: asyncio.TimerHandle | None = None
     _expiry_task: asyncio.Task[None] | None = None
+    # Set only on streams a session authorised for channels that depend on its user
+    # (events/reauth.py): the session's digest, the timer of the next check and its task.
+    _session: str | None = None
+    _reauth: asyncio.TimerHandle | None = None
+    _reauth_task: asyncio.Task[None] | None = None
 
     # No per-connection layer channel: the process's hub listens for all streams
     # (get_channel_layer(None) is None, so AsyncConsumer sets none up).
@@ -278,6 +283,11 @@ class EventStreamConsumer(AsyncHttpConsumer):
             # Armed only now that the stream is set up, so that expiry never races it.
             loop = asyncio.get_running_loop()
             self._expiry = loop.call_at(loop.time() + expires - time.time(), self._expire)
+        elif expires is None and not self.closed and depends_on_user(self.channels):
+            self._session = reauth.session_digest(self.scope)
+            if self._session is not None:
+                reauth.track(self, self._session)
+                self._arm_reauth()
 
     def _hold_live_frames(self) -> None:
         """From now until the replay is done, deliver() keeps live frames in `pending`."""
@@ -518,6 +528,46 @@ class EventStreamConsumer(AsyncHttpConsumer):
         except Exception:
             logger.exception("ending stream %s at token expiry failed", self.channels)
 
+    def _arm_reauth(self) -> None:
+        # Spread over the last fifth of the interval: streams opened together (a
+        # deploy's reconnect wave) are not all checked in the same instant.
+        delay = conf.reauth_seconds * random.uniform(0.8, 1.0)
+        self._reauth = asyncio.get_running_loop().call_later(delay, self._reauth_due)
+
+    def _reauth_due(self) -> None:
+        self._reauth = None
+        if not self.closed:
+            self._reauth_task = asyncio.get_running_loop().create_task(self._reauthorise())
+
+    async def _reauthorise(self) -> None:
+        """Ask the read policy again, with the session as it is now (events/reauth.py)."""
+        try:
+            denied = await denied_channels(self.scope, self.channels)
+        except Exception:
+            # A database that is down does not end streams: try again next time.
+            logger.exception("checking stream %s again failed", self.channels)
+            denied = []
+        if self.closed:
+            return
+        if denied:
+            await self._end_revoked(f"no longer allowed to read channel {denied[0]!r}")
+        else:
+            self._arm_reauth()
+
+    def revoke(self, reason: str) -> None:
+        """End the stream at once with an `access-revoked` event (its session logged out)."""
+        if not self.closed:
+            self._reauth_task = asyncio.get_running_loop().create_task(self._end_revoked(reason))
+
+    async def _end_revoked(self, reason: str) -> None:
+        logger.info("stream %s: %s; ending it", self.channels, reason)
+        # No id line, as for token-expired: the client's last id stays where it was.
+        data = sse.dumps({"channels": list(self.channels), "reason": reason})
+        try:
+            await self.close_stream(final=sse.event_body(data, reauth.ACCESS_REVOKED))
+        except Exception:
+            logger.exception("ending stream %s whose access ended failed", self.channels)
+
     async def _drain(self, timeout: float) -> None:
         """Wait until the server has handed everything written to the kernel."""
         if self.transport is None:
@@ -564,6 +614,12 @@ class EventStreamConsumer(AsyncHttpConsumer):
             if self._expiry is not None:
                 self._expiry.cancel()
                 self._expiry = None
+            if self._reauth is not None:
+                self._reauth.cancel()
+                self._reauth = None
+            if self._session is not None:
+                reauth.untrack(self, self._session)
+                self._session = None
             self._release()
             # Also when the server cancels us (daphne does at shutdown and for
             # instances that outlive their connection): never leave a dead stream in

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from events import sse, store
+from events import reauth, sse, store
 from events.conf import conf
 from events.messages import EVENT_MESSAGE, PING_MESSAGE, EventMessage, group_name
 from events.presence import PresenceWriter
@@ -101,6 +101,8 @@ class Hub:
             self._started = asyncio.get_running_loop().create_future()
             try:
                 self.channel_name = await self.layer.new_channel("events.hub.")
+                # Logouts from any process (events/reauth.py).
+                await self._layer_call(self.layer.group_add, reauth.CONTROL_GROUP)
             except BaseException as exc:
                 self._started.set_exception(exc)
                 self._started.exception()  # mark retrieved: later callers re-raise it
@@ -127,6 +129,7 @@ class Hub:
         await self.presence.aclose()  # a clean stop removes this process's counts at once
         channels, self.channels = list(self.channels), {}
         if self.channel_name is not None:
+            await self._layer_call(self.layer.group_discard, reauth.CONTROL_GROUP)
             for channel in channels:
                 await self._layer_call(self.layer.group_discard, group_name(channel))
         self.streams.clear()
@@ -231,6 +234,9 @@ class Hub:
             # flushing a socket in between (and slow-reader limits would trip).
             await asyncio.sleep(0)
             if message.get("type") == PING_MESSAGE:
+                continue
+            if message.get("type") == reauth.LOGOUT_MESSAGE:
+                reauth.logged_out(message.get("session"))
                 continue
             if message.get("type") != EVENT_MESSAGE:
                 continue

@@ -59,6 +59,15 @@ def _needs_user_by_default(channel: str) -> bool:
     return channel.startswith(("user-", "private-"))
 
 
+def depends_on_user(channels: Iterable[str]) -> bool:
+    """Whether reading these channels may change when the session's user does (and so
+    must be checked again while the stream is open): with the default policy only
+    user-* and private-* do; a custom policy may look at anything."""
+    if conf.channel_policy != DEFAULTS["EVENTS_CHANNEL_POLICY"]:
+        return True
+    return any(_needs_user_by_default(name) for name in channels)
+
+
 def load_policy() -> Policy:
     policy: Policy = import_string(conf.channel_policy)
     return policy

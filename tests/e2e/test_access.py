@@ -199,3 +199,23 @@ async def test_streams_per_client_limit(server_env) -> None:
             await subscriber.aclose()
     finally:
         server.stop()
+
+
+async def test_logout_on_one_process_ends_the_users_stream_on_another(daphne: Daphne, server_env) -> None:
+    """The stream is on one daphne, the logout reaches another: the channel layer
+    carries it, and the stream ends with access-revoked well before the periodic check."""
+    other = Daphne(server_env).start()
+    try:
+        user = await make_user("leaving", staff=True)  # the admin logs out staff only
+        cookies = await sync_to_async(session_cookie)(user)
+        async with Subscriber(f"{daphne.url}/events/user-{user.pk}/", cookies=cookies) as subscriber:
+            csrf = "b" * 32
+            async with httpx.AsyncClient(cookies={**cookies, "csrftoken": csrf}, timeout=10) as client:
+                response = await client.post(f"{other.url}/admin/logout/", headers={"X-CSRFToken": csrf})
+            assert response.status_code == 200, response.text
+            [event] = await subscriber.wait_for(1, timeout=5)
+            assert event.event == "access-revoked"
+            assert "logged out" in event.data
+            await asyncio.wait_for(subscriber.ended.wait(), 5)
+    finally:
+        other.stop()
