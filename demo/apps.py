@@ -16,6 +16,7 @@ class DemoConfig(AppConfig):
         from demo.models import Order
         from events.signals import broadcast_on_save
 
-        # JSON on "orders" (the feed page, scripts), and the row as HTML for /demo/.
-        broadcast_on_save(Order, channel="orders")
+        # JSON on "orders" (the feed page, scripts), and the row as HTML for /demo/. Both
+        # channels are public: send only what every reader may see.
+        broadcast_on_save(Order, channel="orders", fields=["status", "total"])
         broadcast_on_save(Order, channel=HTML_CHANNEL, template="demo/order_row.html")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.core import serializers
@@ -18,9 +19,11 @@ from events.publish import send_event
 Serializer = Callable[[models.Model], Any]
 
 
-def model_payload(instance: models.Model) -> dict[str, Any]:
-    """Default payload: the model label, the pk and the concrete fields as JSON values."""
-    (row,) = serializers.serialize("python", [instance])
+def model_payload(instance: models.Model, fields: Iterable[str] | None = None) -> dict[str, Any]:
+    """Default payload: the model label, the pk and the concrete fields as JSON values;
+    only `fields` when given. Events on a public channel are public: name the fields."""
+    options = {} if fields is None else {"fields": list(fields)}
+    (row,) = serializers.serialize("python", [instance], **options)
     fields = json.loads(json.dumps(row["fields"], cls=DjangoJSONEncoder))
     return {
         "model": instance._meta.label_lower,
@@ -36,15 +39,16 @@ def broadcast_on_save(
     event: str | None = None,
     serialize: Serializer | None = None,
     template: str | None = None,
+    fields: Iterable[str] | None = None,
 ) -> None:
     """Send an event after every save and delete of `model`.
 
     `channel` is a name or a callable of the instance. The event type is `event` if
     given, else `<model>.created`, `<model>.updated` or `<model>.deleted`. The payload
-    is `serialize(instance)` (default: model_payload) with an `action` key added when
-    it is a dict; or, with `template`, that template rendered (context: `object`, the
-    model's name and `action`) and sent as HTML (events.html.send_html). Inside a
-    transaction the event goes out on commit.
+    is `serialize(instance)` (default: model_payload, of `fields` only when given) with
+    an `action` key added when it is a dict; or, with `template`, that template rendered
+    (context: `object`, the model's name and `action`) and sent as HTML
+    (events.html.send_html). Inside a transaction the event goes out on commit.
     """
     if isinstance(channel, str):
         validate_channel(channel)
@@ -52,7 +56,9 @@ def broadcast_on_save(
         validate_event_type(event)
     if serialize is not None and template is not None:
         raise ValueError("broadcast_on_save takes serialize or template, not both")
-    to_payload = serialize or model_payload
+    if fields is not None and (serialize is not None or template is not None):
+        raise ValueError("fields are for the default payload: pass either serialize, template or fields")
+    to_payload = serialize or functools.partial(model_payload, fields=fields)
     model_name = model._meta.model_name
 
     def emit(instance: models.Model, action: str) -> None:

@@ -17,9 +17,18 @@ _FORBIDDEN_IN_FIELD = re.compile(r"[\r\n\x00]")
 HEARTBEAT = b":\n\n"
 
 
+# Line separators outside the SSE spec's CR/LF that line-splitting clients still split on
+# (Python's str.splitlines(), JavaScript's old line terminators): written as JSON escapes,
+# which decode to the same characters, so no client splits a frame on them.
+_OTHER_LINE_BREAKS = {ord("\u2028"): "\\u2028", ord("\u2029"): "\\u2029", ord("\x85"): "\\u0085"}
+_HAS_OTHER_LINE_BREAK = re.compile("[\u2028\u2029\x85]")
+
+
 def dumps(payload: Any) -> str:
     """Serialise a payload as compact JSON (raises ValueError/TypeError if it cannot)."""
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    # These characters can only occur inside JSON strings, where an escape means the same.
+    return text.translate(_OTHER_LINE_BREAKS) if _HAS_OTHER_LINE_BREAK.search(text) else text
 
 
 def _field(name: str, value: str) -> str:

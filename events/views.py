@@ -108,6 +108,12 @@ def streams_not_routed(request: HttpRequest) -> JsonResponse:
     )
 
 
+def _is_json(content_type: str | None) -> bool:
+    """application/json or a +json type; no Content-Type at all is taken as JSON too."""
+    kind = (content_type or "").strip().lower()
+    return kind in ("", "application/json") or (kind.startswith("application/") and kind.endswith("+json"))
+
+
 @csrf_exempt  # checked in _authorise, and only for session-authenticated requests
 def publish(request: HttpRequest, channel: str = "") -> HttpResponse:
     if request.method == "OPTIONS":
@@ -125,6 +131,13 @@ def publish(request: HttpRequest, channel: str = "") -> HttpResponse:
     denied = _authorise(request, channel)
     if denied is not None:
         return _with_cors(request, denied)
+    if not _is_json(request.content_type):
+        # A form body (multipart, urlencoded) has been read as a form by then (the CSRF
+        # check does), and it is never an event anyway.
+        return _with_cors(
+            request,
+            error(415, f"the body must be JSON (Content-Type: application/json), not {request.content_type}"),
+        )
     try:
         body = json.loads(request.body)
     except RequestDataTooBig:

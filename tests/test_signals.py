@@ -40,7 +40,8 @@ def test_create_update_delete_are_broadcast() -> None:
         order.delete()
         deleted = for_order(listener.messages(count=1, timeout=ARRIVE), pk)
 
-    fields = {"customer": "Ada", "status": "new", "total": "12.50"}
+    # The demo names the fields it sends: the customer stays off the public channel.
+    fields = {"status": "new", "total": "12.50"}
     assert [m["event"] for m in created] == ["order.created"]
     assert json.loads(created[0]["data"]) == {
         "model": "demo.order",
@@ -139,3 +140,17 @@ def test_loaddata_is_not_broadcast(tmp_path: Path) -> None:
         assert listener.messages(timeout=QUIET) == []
     assert Order.objects.filter(customer="Fixture").count() == 2
     assert Event.objects.filter(channel="orders").count() == before
+
+
+def test_model_payload_sends_only_the_fields_named() -> None:
+    from events.signals import broadcast_on_save, model_payload
+
+    order = Order.objects.create(customer="Secret", total=Decimal("1.00"))
+    assert model_payload(order, fields=["status"]) == {
+        "model": "demo.order",
+        "pk": order.pk,
+        "fields": {"status": "new"},
+    }
+    assert set(model_payload(order)["fields"]) == {"customer", "status", "total"}
+    with pytest.raises(ValueError, match="fields are for the default payload"):
+        broadcast_on_save(Order, channel="orders", serialize=model_payload, fields=["status"])

@@ -442,7 +442,7 @@ def test_format_event_rejects_bad_retry(milliseconds):
         (1.5, "1.5"),
         ("caf\u00e9", '"caf\u00e9"'),
         ("\U0001f389", '"\U0001f389"'),
-        ("a\u2028b", '"a\u2028b"'),
+        ("a\u2028b\u2029c\x85", '"a\\u2028b\\u2029c\\u0085"'),
         ("a\nb\r\n", '"a\\nb\\r\\n"'),
         ("nul\x00", '"nul\\u0000"'),
         ('q"b\\', '"q\\"b\\\\"'),
@@ -457,7 +457,7 @@ def test_format_event_rejects_bad_retry(milliseconds):
         "float",
         "non-ascii-raw",
         "emoji-raw",
-        "u2028-raw",
+        "u2028-u2029-u0085-escaped",
         "line-breaks-escaped",
         "nul-escaped",
         "quotes-escaped",
@@ -669,3 +669,15 @@ def test_property_frames_as_written_round_trip(channels, seqs, event_type, paylo
     assert (parsed.type, parsed.last_event_id) == (event_type, event_id)
     assert json.loads(parsed.data) == payload
     assert parse_position(parsed.last_event_id) == positions
+
+
+@pytest.mark.parametrize("char", ["\u2028", "\u2029", "\x85"], ids=["LS", "PS", "NEL"])
+def test_json_data_never_carries_other_line_breaks(char: str) -> None:
+    """A client that splits lines with str.splitlines() (or an old JavaScript line
+    reader) would cut the frame at these: JSON payloads carry them escaped."""
+    payload = {"text": f"one{char}two", "list": [char, f"{char}{char}"]}
+    frame = sse.format_event(sse.dumps(payload), event="note", id="c:1")
+    assert char.encode() not in frame
+    lines = frame.decode().splitlines()
+    assert lines == ["id: c:1", "event: note", f"data: {sse.dumps(payload)}", ""]
+    assert json.loads(lines[2].removeprefix("data: ")) == payload

@@ -28,11 +28,18 @@ def channel() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
-def post(client: Client, name: str, body: Any, token: str | None = TOKEN, **headers: str):
+def post(
+    client: Client,
+    name: str,
+    body: Any,
+    token: str | None = TOKEN,
+    content_type: str = "application/json",
+    **headers: str,
+):
     raw = body if isinstance(body, (str, bytes)) else json.dumps(body)
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
-    return client.post(f"/events/{name}/", raw, content_type="application/json", headers=headers)
+    return client.post(f"/events/{name}/", raw, content_type=content_type, headers=headers)
 
 
 def assert_json_error(response, status: int) -> str:
@@ -514,3 +521,20 @@ def test_feed_too_many_channels_is_400(client: Client, settings) -> None:
     settings.EVENTS_MAX_CHANNELS_PER_STREAM = 2
     response = client.get("/feed/", {"channel": ["a", "b", "c"]})
     assert "at most 2" in assert_json_error(response, 400)
+
+
+def test_form_bodies_are_415_not_500(staff) -> None:
+    """Multipart from a staff session used to be a 500 (the CSRF check reads it as a
+    form first); any body that is not JSON is answered 415 with a reason."""
+    client = Client()
+    client.force_login(staff)
+    name = channel()
+    response = client.post(f"/events/{name}/", {"data": "1"})  # multipart/form-data
+    assert "application/json" in assert_json_error(response, 415)
+    response = client.post(f"/events/{name}/", "data=1", content_type="application/x-www-form-urlencoded")
+    assert_json_error(response, 415)
+    response = post(Client(), name, '{"data": 1}', content_type="text/plain")
+    assert_json_error(response, 415)
+    assert not Event.objects.filter(channel=name).exists()
+    ok = post(Client(), name, '{"data": 1}', content_type="application/merge-patch+json")
+    assert ok.status_code == 201
