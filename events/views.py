@@ -10,6 +10,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.core.handlers.wsgi import WSGIRequest
 from django.db import connection
@@ -219,10 +220,13 @@ def feed(request: HttpRequest) -> HttpResponse:
         "denied": denied,
         "types": [],
         "position": "",
-        "python": python_command(),
+        # How to send a first event from a shell: for whoever runs the server, not for
+        # the public (the page is readable by anyone who may read its channels).
+        "operator_hints": settings.DEBUG,
+        "python": python_command() if settings.DEBUG else "",
     }
     if denied:
-        return render(request, "events/feed.html", context, status=403)
+        return _with_csp(render(request, "events/feed.html", context, status=403))
     from events import store
 
     context["types"] = _known_types(channels, request.GET.getlist("type"))
@@ -232,7 +236,20 @@ def feed(request: HttpRequest) -> HttpResponse:
     # an event belongs to by the seq that moved (events/positions.py).
     context["position"] = format_position(store.last_seqs(channels), channels)
     context["config"] = {key: context[key] for key in ("channels", "types", "position")}
-    return render(request, "events/feed.html", context)
+    return _with_csp(render(request, "events/feed.html", context))
+
+
+# The feed page runs only its own scripts and styles, and streams from this origin.
+FEED_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; worker-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def _with_csp(response: HttpResponse) -> HttpResponse:
+    response["Content-Security-Policy"] = FEED_CSP
+    return response
 
 
 def feed_types(request: HttpRequest) -> HttpResponse:
@@ -270,7 +287,8 @@ def presence_counts(request: HttpRequest) -> HttpResponse:
 
 
 async def healthz(request: HttpRequest) -> HttpResponse:
-    """200 when the database and the channel layer answer, else 503 naming what failed."""
+    """200 when the database and the channel layer answer, else 503; staff are told
+    which check failed."""
     checks: dict[str, str] = {}
 
     def database() -> None:
@@ -292,7 +310,12 @@ async def healthz(request: HttpRequest) -> HttpResponse:
             logger.warning("health check %s failed: %r", name, exc)
             checks[name] = f"failed: {type(exc).__name__}"
     ok = all(value == "ok" for value in checks.values())
-    return JsonResponse({"status": "ok" if ok else "unavailable", **checks}, status=200 if ok else 503)
+    body = {"status": "ok" if ok else "unavailable"}
+    # What failed, and how, is for operators: staff see it here, everyone sees the log.
+    user = await request.auser()
+    if user.is_active and user.is_staff:
+        body.update(checks)
+    return JsonResponse(body, status=200 if ok else 503)
 
 
 # Error pages: JSON for the product's own endpoints, Django's usual pages elsewhere.

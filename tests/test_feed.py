@@ -140,3 +140,20 @@ def test_too_many_query_parameters_is_400_json(client: Client, path: str) -> Non
     assert response.status_code == 400
     assert response["Content-Type"] == "application/json"
     assert "too many" in response.json()["error"]
+
+
+def test_feed_page_has_a_content_security_policy(client: Client) -> None:
+    for response in (client.get(f"/feed/?channel={channel()}"), client.get("/feed/?channel=private-x")):
+        policy = response["Content-Security-Policy"]
+        assert "script-src 'self'" in policy and "default-src 'self'" in policy
+        assert "unsafe-inline" not in policy
+
+
+def test_operator_hints_only_under_debug(client: Client, settings) -> None:
+    name = channel()
+    settings.DEBUG = False
+    html = client.get(f"/feed/?channel={name}").content.decode()
+    assert "manage.py send_event" not in html and "demo orders" not in html
+    settings.DEBUG = True
+    html = client.get(f"/feed/?channel={name}").content.decode()
+    assert f"manage.py send_event {name}" in html

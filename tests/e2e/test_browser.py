@@ -26,7 +26,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from demo.models import Order
-from events import asend_event, presence
+from events import asend_event, presence, sse
 from tests.servers import ROOT, Daphne, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -111,9 +111,9 @@ async def events_on(page) -> list[dict]:
 
 
 async def wait_for_items(page, count: int, timeout: float = 15.0) -> list[dict]:
-    await page.wait_for_function(
-        f"document.querySelectorAll('{EVENT}').length >= {count}", timeout=timeout * 1000
-    )
+    # A locator, not wait_for_function: polling a string expression is an eval, which
+    # the page's Content-Security-Policy refuses.
+    await page.locator(EVENT).nth(count - 1).wait_for(state="attached", timeout=timeout * 1000)
     return await events_on(page)
 
 
@@ -269,7 +269,9 @@ async def test_keyboard_pause_fold_and_skip_link(context, daphne: Daphne) -> Non
     await feed.keyboard.press("Enter")
     assert await feed.eval_on_selector(f"{EVENT} details.fold", "details => details.open")
     # One polite summary for screen readers, not the whole payload.
-    await feed.wait_for_function("document.getElementById('announcer').textContent !== ''", timeout=10_000)
+    await (
+        feed.locator("#announcer").filter(has_text=re.compile(".")).wait_for(state="attached", timeout=10_000)
+    )
     assert await feed.inner_text("#announcer") in {f"New message event on {name}", "2 new events"}
     assert feed.errors == []
 
@@ -319,3 +321,25 @@ async def test_readable_on_a_phone(browser, daphne: Daphne) -> None:
         assert font >= 14
     finally:
         await context.close()
+
+
+async def test_large_payloads_show_raw_and_cut_until_asked(context, daphne: Daphne) -> None:
+    """Only small payloads are pretty-printed: a large deep one is shown raw, cut, and
+    whole on demand (pretty-printing 64 KB deep payloads cost gigabytes)."""
+    name = channel()
+    page = await open_feed(context, daphne.url, f"channel={name}")
+    deep: object = 0
+    for _ in range(400):
+        deep = [deep]
+    large = {"deep": deep, "pad": "x" * 20_000}
+    await asend_event(name, {"small": [1, 2]})
+    await asend_event(name, large)
+    newest, oldest = await wait_for_items(page, 2)
+    assert oldest["payload"] == '{\n  "small": [\n    1,\n    2\n  ]\n}'  # pretty
+    raw = sse.dumps(large)
+    assert newest["payload"] == raw[:2000] + "…"  # raw, cut
+    await page.click(f"{EVENT} >> nth=0 >> summary")
+    await page.click(f"{EVENT} >> nth=0 >> button.show-all")
+    [whole] = [item["payload"] for item in await events_on(page)][:1]
+    assert whole == raw
+    assert page.errors == []

@@ -20,6 +20,11 @@ const clearButton = document.getElementById("clear");
 const MAX_ITEMS = 500; // oldest items are dropped past this
 const FOLD_CHARS = 600; // payloads longer than this, or with more lines, start folded
 const FOLD_LINES = 12;
+// Pretty-printing parses and re-indents: only payloads this small (a deep 64 KB one
+// would cost the tab hundreds of megabytes). Larger ones show raw, cut at RAW_PREVIEW
+// characters, with a button for the rest.
+const PRETTY_MAX_CHARS = 4096;
+const RAW_PREVIEW_CHARS = 2000;
 const ANNOUNCE_EVERY_MS = 3000; // screen readers hear a summary at most this often
 const LABELS = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…", closed: "Disconnected" };
 
@@ -49,6 +54,7 @@ function setState(state, detail = "") {
 }
 
 function pretty(data) {
+  if (data.length > PRETTY_MAX_CHARS) return data;
   try {
     return JSON.stringify(JSON.parse(data), null, 2);
   } catch {
@@ -96,15 +102,26 @@ function item(event) {
   li.append(meta);
 
   const text = pretty(event.data);
-  const body = element("pre", "payload", text);
+  const cut = text.length > RAW_PREVIEW_CHARS;
+  const body = element("pre", "payload", cut ? `${text.slice(0, RAW_PREVIEW_CHARS)}…` : text);
   const lines = text.split("\n").length;
+  const parts = [body];
+  if (cut) {
+    const more = element("button", "show-all", `Show all ${text.length} characters`);
+    more.type = "button";
+    more.addEventListener("click", () => {
+      body.textContent = text;
+      more.remove();
+    });
+    parts.push(more);
+  }
   if (text.length > FOLD_CHARS || lines > FOLD_LINES) {
     const details = element("details", "fold");
-    const preview = text.replace(/\s+/g, " ").slice(0, 80);
-    details.append(element("summary", "", `${preview}… (${lines} lines, ${text.length} characters)`), body);
+    const preview = text.slice(0, 200).replace(/\s+/g, " ").slice(0, 80);
+    details.append(element("summary", "", `${preview}… (${lines} lines, ${text.length} characters)`), ...parts);
     li.append(details);
   } else {
-    li.append(body);
+    li.append(...parts);
   }
   return li;
 }
