@@ -179,6 +179,9 @@ STATIC_ROOT = os.environ.get("STATIC_ROOT") or None
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
+# The DEBUG error page masks passwords inside URLs too (REDIS_URL, the layer's hosts).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "site_config.error_reports.CredentialMaskingFilter"
+
 LOGIN_URL = "/admin/login/"
 # Django's database sessions, refusing forged keys before they reach a query.
 SESSION_ENGINE = "events.sessions"
