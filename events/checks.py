@@ -29,6 +29,39 @@ def _positive_number(name: str, check_id: str, *, integer: bool) -> list[Error]:
     return []
 
 
+def _origins(name: str) -> list[Error]:
+    origins = get(name)
+    if not isinstance(origins, (list, tuple)) or not all(isinstance(o, str) for o in origins):
+        return [
+            Error(
+                f"{name} must be a list of origins, not {origins!r}.",
+                hint='For example ["https://app.example.com"].',
+                id="events.E007",
+            )
+        ]
+    errors = []
+    for origin in origins:
+        if origin == "*":
+            errors.append(
+                Error(
+                    f"{name} contains '*': origins are matched exactly, and a wildcard would let "
+                    "every site read streams (and, with credentials, users' streams).",
+                    hint="List each origin, e.g. https://app.example.com.",
+                    id="events.E013",
+                )
+            )
+        elif not _is_origin(origin):
+            errors.append(
+                Error(
+                    f"{name} entry {origin!r} is not an origin.",
+                    hint="scheme://host[:port] as a browser sends it: lowercase, no default "
+                    "port, no wildcard, no path or trailing slash.",
+                    id="events.E008",
+                )
+            )
+    return errors
+
+
 def _policy(name: str, check_id: str) -> list[Error]:
     policy = get(name)
     try:
@@ -126,35 +159,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     errors += _policy("EVENTS_CHANNEL_POLICY", "events.E006")
     errors += _policy("EVENTS_PUBLISH_POLICY", "events.E015")
 
-    origins = get("EVENTS_ALLOWED_ORIGINS")
-    if not isinstance(origins, (list, tuple)) or not all(isinstance(o, str) for o in origins):
-        errors.append(
-            Error(
-                f"EVENTS_ALLOWED_ORIGINS must be a list of origins, not {origins!r}.",
-                hint='For example ["https://app.example.com"].',
-                id="events.E007",
-            )
-        )
-    else:
-        for origin in origins:
-            if origin == "*":
-                errors.append(
-                    Error(
-                        "EVENTS_ALLOWED_ORIGINS contains '*': listed origins are answered with "
-                        "credentials allowed, and a wildcard would let every site read users' streams.",
-                        hint="List each origin, e.g. https://app.example.com.",
-                        id="events.E013",
-                    )
-                )
-            elif not _is_origin(origin):
-                errors.append(
-                    Error(
-                        f"EVENTS_ALLOWED_ORIGINS entry {origin!r} is not an origin.",
-                        hint="scheme://host[:port] as a browser sends it: lowercase, no default "
-                        "port, no wildcard, no path or trailing slash.",
-                        id="events.E008",
-                    )
-                )
+    errors += _origins("EVENTS_ALLOWED_ORIGINS")
+    errors += _origins("EVENTS_CREDENTIALED_ORIGINS")
 
     token = get("EVENTS_PUBLISH_TOKEN")
     if not isinstance(token, str):

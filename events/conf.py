@@ -24,6 +24,8 @@ DEFAULTS: dict[str, Any] = {
     # session logs out): a logged-out, deactivated or demoted user stops reading.
     "EVENTS_REAUTH_SECONDS": 60.0,
     "EVENTS_ALLOWED_ORIGINS": [],
+    # Origins whose pages may send this site's cookies (CORS with credentials).
+    "EVENTS_CREDENTIALED_ORIGINS": [],
     "EVENTS_PUBLISH_TOKEN": "",
     # Bytes a stream may have waiting for a client that does not read; past this the
     # connection is ended and the client resumes from its last id.
@@ -82,6 +84,10 @@ class Settings:
     @property
     def allowed_origins(self) -> list[str]:
         return list(get("EVENTS_ALLOWED_ORIGINS"))
+
+    @property
+    def credentialed_origins(self) -> list[str]:
+        return list(get("EVENTS_CREDENTIALED_ORIGINS"))
 
     @property
     def max_queued_bytes(self) -> int:

@@ -353,7 +353,9 @@ class EventStreamConsumer(AsyncHttpConsumer):
             (b"Content-Type", b"text/event-stream"),
             (b"Cache-Control", b"no-cache"),
             (b"X-Accel-Buffering", b"no"),
-            *cors.response_headers(origin.decode("latin-1") if origin else None, conf.allowed_origins),
+            *cors.response_headers(
+                origin.decode("latin-1") if origin else None, conf.allowed_origins, conf.credentialed_origins
+            ),
         ]
 
     async def _reject(self, status: int, reason: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -364,7 +366,9 @@ class EventStreamConsumer(AsyncHttpConsumer):
             # As Django's SecurityMiddleware adds to its pages (the stream itself needs
             # none: text/event-stream is never sniffed into something runnable).
             (b"X-Content-Type-Options", b"nosniff"),
-            *cors.response_headers(origin.decode("latin-1") if origin else None, conf.allowed_origins),
+            *cors.response_headers(
+                origin.decode("latin-1") if origin else None, conf.allowed_origins, conf.credentialed_origins
+            ),
         ]
         await self.send_response(status, json.dumps({"error": reason}).encode(), headers=headers)
 

@@ -1,8 +1,11 @@
 """CORS for the stream and the publish endpoint (SPEC 4.5). Pure functions.
 
-Only the request's Origin header is considered (never Referer): an origin listed in
-EVENTS_ALLOWED_ORIGINS is echoed exactly, with credentials allowed; any other origin
-gets no CORS headers at all, so the browser withholds the response.
+Only the request's Origin header is considered (never Referer). An origin listed in
+EVENTS_ALLOWED_ORIGINS is echoed exactly, without credentials: it may read streams with
+a subscribe token and publish with the bearer token. One listed in
+EVENTS_CREDENTIALED_ORIGINS is echoed with credentials allowed too: its pages may send
+this site's cookies, so they act with the user's session. Any other origin gets no CORS
+headers at all, so the browser withholds the response.
 """
 
 from __future__ import annotations
@@ -16,21 +19,22 @@ def is_allowed(origin: str | None, allowed: Iterable[str]) -> bool:
     return bool(origin) and origin in set(allowed)
 
 
-def response_headers(origin: str | None, allowed: Iterable[str]) -> Headers:
+def response_headers(origin: str | None, allowed: Iterable[str], credentialed: Iterable[str] = ()) -> Headers:
     """Headers for an actual response. Vary: Origin always, as the answer depends on it."""
     headers: Headers = [(b"Vary", b"Origin")]
-    if origin and is_allowed(origin, allowed):
-        headers += [
-            (b"Access-Control-Allow-Origin", origin.encode("latin-1")),
-            (b"Access-Control-Allow-Credentials", b"true"),
-        ]
+    with_credentials = is_allowed(origin, credentialed)
+    if origin and (with_credentials or is_allowed(origin, allowed)):
+        headers.append((b"Access-Control-Allow-Origin", origin.encode("latin-1")))
+        if with_credentials:
+            headers.append((b"Access-Control-Allow-Credentials", b"true"))
     return headers
 
 
-def preflight_headers(origin: str | None, allowed: Iterable[str], methods: str) -> Headers:
-    allowed = list(allowed)  # read twice below
-    headers = response_headers(origin, allowed)
-    if origin and is_allowed(origin, allowed):
+def preflight_headers(
+    origin: str | None, allowed: Iterable[str], methods: str, credentialed: Iterable[str] = ()
+) -> Headers:
+    headers = response_headers(origin, allowed, credentialed)
+    if len(headers) > 1:  # the origin is allowed
         headers += [
             (b"Access-Control-Allow-Methods", methods.encode()),
             (b"Access-Control-Allow-Headers", b"Authorization, Content-Type, X-CSRFToken, Last-Event-ID"),

@@ -47,9 +47,11 @@ def error(status: int, reason: str, **headers: str) -> JsonResponse:
 def _with_cors(request: HttpRequest, response: HttpResponse, preflight: bool = False) -> HttpResponse:
     origin = request.headers.get("Origin")
     if preflight:
-        headers = cors.preflight_headers(origin, conf.allowed_origins, PUBLISH_METHODS)
+        headers = cors.preflight_headers(
+            origin, conf.allowed_origins, PUBLISH_METHODS, conf.credentialed_origins
+        )
     else:
-        headers = cors.response_headers(origin, conf.allowed_origins)
+        headers = cors.response_headers(origin, conf.allowed_origins, conf.credentialed_origins)
     for name, value in headers:
         response[name.decode()] = value.decode("latin-1")
     return response

@@ -204,6 +204,7 @@ if _env_bool("BEHIND_HTTPS_PROXY", False):
 # make every token silently fail to match.
 EVENTS_PUBLISH_TOKEN = os.environ.get("EVENTS_PUBLISH_TOKEN", "").strip()
 EVENTS_ALLOWED_ORIGINS = _env_list("EVENTS_ALLOWED_ORIGINS")
+EVENTS_CREDENTIALED_ORIGINS = _env_list("EVENTS_CREDENTIALED_ORIGINS")
 if os.environ.get("EVENTS_MAX_STREAMS_PER_CLIENT", "").strip():
     EVENTS_MAX_STREAMS_PER_CLIENT = _env_int("EVENTS_MAX_STREAMS_PER_CLIENT", 0)
 if os.environ.get("EVENTS_MAX_STREAMS_PER_PROCESS", "").strip():

@@ -64,11 +64,21 @@ def test_is_allowed(origin, allowed, expected):
 
 @pytest.mark.parametrize("origin", ALLOWED, ids=["https", "localhost-port"])
 def test_response_headers_listed_origin(origin):
-    assert response_headers(origin, ALLOWED) == [
+    # Allowed, but not with credentials: that takes the separate list.
+    assert response_headers(origin, ALLOWED) == [VARY, (b"Access-Control-Allow-Origin", origin.encode())]
+
+
+@pytest.mark.parametrize("allowed", [ALLOWED, []], ids=["also-allowed", "only-credentialed"])
+def test_response_headers_credentialed_origin(allowed):
+    origin = ALLOWED[0]
+    assert response_headers(origin, allowed, [origin]) == [
         VARY,
         (b"Access-Control-Allow-Origin", origin.encode()),
         (b"Access-Control-Allow-Credentials", b"true"),
     ]
+    # Only the origins listed for credentials get them.
+    other = ALLOWED[1]
+    assert (b"Access-Control-Allow-Credentials", b"true") not in response_headers(other, ALLOWED, [origin])
 
 
 @pytest.mark.parametrize(("origin", "_id"), UNLISTED, ids=_ids(UNLISTED))
@@ -87,7 +97,6 @@ def test_response_headers_latin1_origin_echoed_exactly():
     assert response_headers(origin, [origin]) == [
         VARY,
         (b"Access-Control-Allow-Origin", b"https://caf\xe9.example"),
-        (b"Access-Control-Allow-Credentials", b"true"),
     ]
 
 
@@ -121,7 +130,6 @@ def test_preflight_listed_origin(methods):
     assert preflight_headers(origin, ALLOWED, methods) == [
         VARY,
         (b"Access-Control-Allow-Origin", b"https://app.example.com"),
-        (b"Access-Control-Allow-Credentials", b"true"),
         (b"Access-Control-Allow-Methods", methods.encode()),
         (b"Access-Control-Allow-Headers", ALLOW_HEADERS),
         (b"Access-Control-Max-Age", b"600"),

@@ -165,3 +165,14 @@ def test_publish_policy_must_be_an_importable_callable(settings, value) -> None:
 def test_reauth_interval_must_be_positive(settings, value) -> None:
     settings.EVENTS_REAUTH_SECONDS = value
     assert ids(check_settings()) == ["events.E016"]
+
+
+def test_credentialed_origins_are_checked_like_allowed_ones(settings) -> None:
+    settings.EVENTS_CREDENTIALED_ORIGINS = ["*"]
+    assert ids(check_settings()) == ["events.E013"]
+    settings.EVENTS_CREDENTIALED_ORIGINS = ["https://App.example.com/"]
+    assert ids(check_settings()) == ["events.E008"]
+    settings.EVENTS_CREDENTIALED_ORIGINS = "https://app.example.com"
+    assert ids(check_settings()) == ["events.E007"]
+    settings.EVENTS_CREDENTIALED_ORIGINS = ["https://app.example.com"]
+    assert ids(check_settings()) == []

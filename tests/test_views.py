@@ -409,7 +409,12 @@ def test_preflight_from_a_listed_origin(client: Client, settings) -> None:
     )
     assert response.status_code == 204
     assert response["Access-Control-Allow-Origin"] == ORIGIN
-    assert response["Access-Control-Allow-Credentials"] == "true"
+    assert not response.has_header("Access-Control-Allow-Credentials")  # a separate list
+    settings.EVENTS_CREDENTIALED_ORIGINS = [ORIGIN]
+    credentialed = client.options(
+        f"/events/{channel()}/", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"}
+    )
+    assert credentialed["Access-Control-Allow-Credentials"] == "true"
     assert "POST" in response["Access-Control-Allow-Methods"]
     allowed_headers = response["Access-Control-Allow-Headers"].lower()
     assert "authorization" in allowed_headers and "content-type" in allowed_headers

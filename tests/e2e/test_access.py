@@ -22,6 +22,7 @@ from tests.servers import Daphne
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 ORIGIN = "https://app.example.com"
+CREDENTIALED = "https://admin.example.com"
 
 
 def channel(prefix: str = "acc") -> str:
@@ -54,7 +55,8 @@ async def status_of(url: str, **kwargs) -> tuple[int, dict]:
 
 @pytest.fixture
 def cors_daphne(server_env):
-    server = Daphne({**server_env, "EVENTS_ALLOWED_ORIGINS": ORIGIN}).start()
+    env = {**server_env, "EVENTS_ALLOWED_ORIGINS": ORIGIN, "EVENTS_CREDENTIALED_ORIGINS": CREDENTIALED}
+    server = Daphne(env).start()
     yield server
     server.stop()
 
@@ -122,8 +124,11 @@ async def test_cors_on_the_stream(cors_daphne: Daphne) -> None:
     status, headers = await status_of(url, headers={"Origin": ORIGIN})
     assert status == 200
     assert headers["access-control-allow-origin"] == ORIGIN
-    assert headers["access-control-allow-credentials"] == "true"
+    assert "access-control-allow-credentials" not in headers  # not listed for cookies
     assert headers["vary"] == "Origin"
+    status, headers = await status_of(url, headers={"Origin": CREDENTIALED})
+    assert headers["access-control-allow-origin"] == CREDENTIALED
+    assert headers["access-control-allow-credentials"] == "true"
     status, headers = await status_of(url, headers={"Origin": "https://evil.example"})
     assert status == 200
     assert "access-control-allow-origin" not in headers
