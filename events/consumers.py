@@ -300,6 +300,14 @@ class EventStreamConsumer(AsyncHttpConsumer):
         """SPEC 4.5: a subscribe token grants exactly its channels, until the expiry it
         returns; otherwise the policy decides (and None is returned)."""
         token = next((value for key, value in query if key == "token"), None)
+        if token is None:
+            # From clients that can send headers (fetch-based SSE, apps): kept out of URLs
+            # and so out of access logs.
+            scheme, _, value = (
+                _headers(self.scope).get(b"authorization", b"").decode("latin-1").partition(" ")
+            )
+            if scheme.lower() == "bearer" and value.strip():
+                token = value.strip()
         if token is not None:
             try:
                 grant = read_token(token)

@@ -224,3 +224,28 @@ async def test_logout_on_one_process_ends_the_users_stream_on_another(daphne: Da
             await asyncio.wait_for(subscriber.ended.wait(), 5)
     finally:
         other.stop()
+
+
+async def test_token_in_a_header_and_never_in_the_access_log(server_env) -> None:
+    """Clients that can send headers pass the token as Authorization: Bearer; URLs that
+    carry it (EventSource's only way) leave daphne's access log redacted."""
+    server = Daphne({**server_env, "PYTHONUNBUFFERED": "1"}).start()
+    try:
+        token = make_token(["private-board"], ttl=60)
+        bearer = {"Authorization": f"Bearer {token}"}
+        async with Subscriber(f"{server.url}/events/private-board/", headers=bearer) as subscriber:
+            await sync_to_async(send_event)("private-board", "via header")
+            [event] = await subscriber.wait_for(1)
+        assert event.data == '"via header"'
+        status, body = await status_of(f"{server.url}/events/private-other/", headers=bearer)
+        assert status == 403 and "does not grant" in body["error"]
+        # In the URL: refused for another channel, so the request completes and is logged.
+        assert (await status_of(f"{server.url}/events/private-other/?token={token}"))[0] == 403
+        deadline = time.monotonic() + 5
+        while "token=[redacted]" not in server.output() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        log = server.output()
+        assert "GET /events/private-other/?token=[redacted]" in log
+        assert token not in log
+    finally:
+        server.stop()
