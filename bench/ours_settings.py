@@ -2,7 +2,7 @@
 from one machine needs.
 
 Every stream of the benchmark comes from 127.0.0.1, so a per-client stream limit
-(EVENTS_MAX_STREAMS_PER_CLIENT, off by default) is switched off explicitly here: the
+(EVENTS_MAX_STREAMS_PER_CLIENT, 100 by default) is switched off explicitly here: the
 benchmark measures the server, not that limit.
 """
 
