@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import platform
+import secrets
 import shutil
 import signal
 import socket
@@ -165,6 +166,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# One key for every process of a benchmark run.
+RUN_SECRET_KEY = secrets.token_urlsafe(50)
+
+
 def child_env(redis_url: str, var_dir: Path, settings_module: str | None = None) -> dict[str, str]:
     env = {
         key: value
@@ -172,6 +177,8 @@ def child_env(redis_url: str, var_dir: Path, settings_module: str | None = None)
         if key not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "VAR_DIR", "PYTHONPATH"}
     }
     env.update(REDIS_URL=redis_url, VAR_DIR=str(var_dir), PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    # A fresh VAR_DIR has no development key: the servers would refuse to start.
+    env.setdefault("SECRET_KEY", RUN_SECRET_KEY)
     if settings_module:
         env["DJANGO_SETTINGS_MODULE"] = settings_module
     return env

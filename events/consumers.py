@@ -77,6 +77,23 @@ _open_streams = 0
 STREAMS_FULL_RETRY_AFTER = "10"
 
 
+_full_warned_at = 0.0
+FULL_WARNING_EVERY_SECONDS = 60.0
+
+
+def _warn_full(limit: int) -> None:
+    # Once a minute at most: a client hammering a full process must not flood the log.
+    global _full_warned_at
+    now = time.monotonic()
+    if now - _full_warned_at >= FULL_WARNING_EVERY_SECONDS:
+        _full_warned_at = now
+        logger.warning(
+            "refusing streams: %d open, the most this process's descriptors allow "
+            "(raise `ulimit -n`, or set EVENTS_MAX_STREAMS_PER_PROCESS)",
+            limit,
+        )
+
+
 def _direct_request(server_send: Any) -> Any:
     """daphne's request object for a stream whose body chunks may go straight to the
     socket (see _write_direct), or None: not daphne, TLS, or a response not chunked."""
@@ -190,6 +207,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
     _session: str | None = None
     _reauth: asyncio.TimerHandle | None = None
     _reauth_task: asyncio.Task[None] | None = None
+    _revoke_task: asyncio.Task[None] | None = None
 
     # No per-connection layer channel: the process's hub listens for all streams
     # (get_channel_layer(None) is None, so AsyncConsumer sets none up).
@@ -331,7 +349,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         process_limit = fdlimit.process_stream_limit(conf.max_streams_per_process)
         retry = [(b"Retry-After", STREAMS_FULL_RETRY_AFTER.encode())]
         if process_limit is not None and _open_streams >= process_limit:
-            logger.warning("refusing a stream: %d streams open, the most this process holds", _open_streams)
+            _warn_full(process_limit)
             raise BadRequest(503, "this server holds all the streams it can; try again later", retry)
         limit = conf.max_streams_per_client
         client = self.scope.get("client")
@@ -569,7 +587,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
     def revoke(self, reason: str) -> None:
         """End the stream at once with an `access-revoked` event (its session logged out)."""
         if not self.closed:
-            self._reauth_task = asyncio.get_running_loop().create_task(self._end_revoked(reason))
+            self._revoke_task = asyncio.get_running_loop().create_task(self._end_revoked(reason))
 
     async def _end_revoked(self, reason: str) -> None:
         logger.info("stream %s: %s; ending it", self.channels, reason)
