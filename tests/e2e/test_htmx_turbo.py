@@ -4,7 +4,7 @@ and Turbo Streams, fed by send_html and broadcast_on_save(template=...).
 The libraries come from npm (tests/e2e/npm.py: `npm ci` of a pinned lock into var/npm),
 never from a CDN. The test pages are served by Playwright's routing, either on the
 daphne origin (same origin) or on http://localhost:<port> (another origin, with a subscribe
-token and EVENTS_ALLOWED_ORIGINS). The demo page (/demo/) is the product's own, served
+token and EVENTS_CREDENTIALED_ORIGINS). The demo page (/demo/) is the product's own, served
 by daphne with its static copy of htmx; its test saves docs/htmx-demo.png.
 """
 
