@@ -206,10 +206,10 @@ class EventStreamConsumer(AsyncHttpConsumer):
     # -- request -------------------------------------------------------------------
 
     async def http_request(self, message: dict[str, Any]) -> None:
-        # A GET or HEAD body means nothing to a stream: it is read and dropped, never kept.
-        if message.get("more_body"):
-            return
         try:
+            if message.get("body") or message.get("more_body"):
+                # routing.py refuses a declared body; this is one a server streamed in.
+                raise BadRequest(413, "a stream request has no body")
             await self.handle(b"")
         except BadRequest as exc:
             await self._reject(exc.status, exc.reason)
