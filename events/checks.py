@@ -82,6 +82,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     errors += _positive_number("EVENTS_MAX_PAYLOAD_BYTES", "events.E005", integer=True)
     errors += _positive_number("EVENTS_MAX_QUEUED_BYTES", "events.E011", integer=True)
     errors += _positive_number("EVENTS_PRESENCE_TTL_SECONDS", "events.E020", integer=False)
+    errors += _positive_number("EVENTS_REPLAY_BUDGET_BYTES", "events.E021", integer=True)
+    errors += _positive_number("EVENTS_REPLAY_MIN_BYTES_PER_SECOND", "events.E022", integer=True)
     per_client = get("EVENTS_MAX_STREAMS_PER_CLIENT")
     if isinstance(per_client, bool) or not isinstance(per_client, int) or per_client < 0:
         errors.append(

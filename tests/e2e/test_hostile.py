@@ -134,6 +134,9 @@ async def test_resumes_of_large_histories_do_not_pin_memory(daphne: Daphne) -> N
             await asyncio.sleep(1.5)
             start_delay = await time_to_start(daphne.url)
             await asyncio.gather(*slow)
+            # Readers that never read are ended (well within the minimum-rate window
+            # and a margin), and their history is not kept for them.
+            ended = await asyncio.to_thread(all_ended_by_server, stalled, 20)
         finally:
             for sock in stalled:
                 sock.close()
@@ -142,6 +145,28 @@ async def test_resumes_of_large_histories_do_not_pin_memory(daphne: Daphne) -> N
     # Unbounded, these 16 resumes would load 16 x 19 MB.
     assert rss.growth < 80 * MB, f"daphne grew by {rss.growth / MB:.0f} MB"
     assert start_delay < 1.0
+    assert ended
+    assert "read its replay at under" in daphne.output()
+
+
+def all_ended_by_server(socks: list[socket.socket], timeout: float) -> bool:
+    """Whether the server closes every one of these connections within `timeout` s
+    (their unread data is drained here only to find the end)."""
+    deadline = time.monotonic() + timeout
+    for sock in socks:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            sock.settimeout(remaining)
+            try:
+                if not sock.recv(1 << 20):
+                    break
+            except (ConnectionResetError, TimeoutError):
+                if time.monotonic() >= deadline:
+                    return False
+                break
+    return True
 
 
 async def flood_new_channels(port: int, stop: asyncio.Event, counter: list[int]) -> None:
