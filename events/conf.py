@@ -38,6 +38,9 @@ DEFAULTS: dict[str, Any] = {
     # A replaying client that takes less than this while the server waits for it is
     # ended; it resumes from its last id later.
     "EVENTS_REPLAY_MIN_BYTES_PER_SECOND": 16 * 1024,
+    # Streams one client address may have being set up at once (request to live
+    # delivery, replay included) in one process; 0 turns the limit off.
+    "EVENTS_MAX_PENDING_SETUPS_PER_CLIENT": 10,
 }
 
 
@@ -98,6 +101,10 @@ class Settings:
     @property
     def replay_budget_bytes(self) -> int:
         return int(get("EVENTS_REPLAY_BUDGET_BYTES"))
+
+    @property
+    def max_pending_setups_per_client(self) -> int:
+        return int(get("EVENTS_MAX_PENDING_SETUPS_PER_CLIENT"))
 
     @property
     def replay_min_bytes_per_second(self) -> int:

@@ -72,6 +72,11 @@ REPLAY_POLL_SECONDS = 0.05
 
 # Open streams per client address in this process (EVENTS_MAX_STREAMS_PER_CLIENT).
 _open_by_client: collections.Counter[str] = collections.Counter()
+# Streams per client address still being set up: from the request to live delivery,
+# the replay included (EVENTS_MAX_PENDING_SETUPS_PER_CLIENT).
+_setting_up_by_client: collections.Counter[str] = collections.Counter()
+# What a client refused for too many set-ups at once is told to wait, in seconds.
+SETUP_RETRY_AFTER_SECONDS = 1
 
 
 def _direct_request(server_send: Any) -> Any:
@@ -122,10 +127,11 @@ def _write_direct(request: Any, transport: Any, data: bytes) -> bool:
 
 
 class BadRequest(Exception):
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, retry_after: int | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.retry_after = retry_after
 
 
 def _headers(scope: dict[str, Any]) -> dict[bytes, bytes]:
@@ -202,6 +208,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         # straight to the socket (_write_direct).
         self.direct_request: Any = None
         self.client_address: str | None = None
+        self.setup_address: str | None = None
         self.responded = False
         # Bytes of this stream's replay counted against the process's replay budget.
         self.replay_held = 0
@@ -213,14 +220,17 @@ class EventStreamConsumer(AsyncHttpConsumer):
             if message.get("body") or message.get("more_body"):
                 # routing.py refuses a declared body; this is one a server streamed in.
                 raise BadRequest(413, "a stream request has no body")
+            self._begin_setup()
             await self.handle(b"")
         except BadRequest as exc:
-            await self._reject(exc.status, exc.reason)
+            await self._reject(exc.status, exc.reason, exc.retry_after)
         except Exception:
             # A failing session store, database or custom policy: a reason, never a 500.
             logger.exception("stream request for %s failed before it started", self.channels)
             if not self.responded:
                 await self._reject(503, "the server could not check this request; try again")
+        finally:
+            self._end_setup()
         if not self.streaming:
             await self.disconnect()
             raise StopConsumer()
@@ -301,6 +311,31 @@ class EventStreamConsumer(AsyncHttpConsumer):
             raise BadRequest(403, f"not allowed to read channel {denied[0]!r}")
         return None
 
+    def _begin_setup(self) -> None:
+        """Count this stream as being set up for its client, or refuse it (429): one
+        client must not queue unbounded work (queries, group joins, replays) ahead of
+        everyone else's streams."""
+        limit = conf.max_pending_setups_per_client
+        client = self.scope.get("client")
+        if not limit or not client:
+            return
+        address = str(client[0])
+        if _setting_up_by_client[address] >= limit:
+            raise BadRequest(
+                429,
+                f"too many streams being set up at once from {address} (at most {limit}); retry shortly",
+                retry_after=SETUP_RETRY_AFTER_SECONDS,
+            )
+        _setting_up_by_client[address] += 1
+        self.setup_address = address
+
+    def _end_setup(self) -> None:
+        address, self.setup_address = self.setup_address, None
+        if address is not None:
+            _setting_up_by_client[address] -= 1
+            if _setting_up_by_client[address] <= 0:
+                del _setting_up_by_client[address]
+
     def _count_client(self) -> None:
         limit = conf.max_streams_per_client
         client = self.scope.get("client")
@@ -321,9 +356,10 @@ class EventStreamConsumer(AsyncHttpConsumer):
             *cors.response_headers(origin.decode("latin-1") if origin else None, conf.allowed_origins),
         ]
 
-    async def _reject(self, status: int, reason: str) -> None:
+    async def _reject(self, status: int, reason: str, retry_after: int | None = None) -> None:
         origin = _headers(self.scope).get(b"origin")
         headers = [
+            *([(b"Retry-After", str(retry_after).encode())] if retry_after is not None else []),
             (b"Content-Type", b"application/json"),
             # As Django's SecurityMiddleware adds to its pages (the stream itself needs
             # none: text/event-stream is never sniffed into something runnable).

@@ -167,6 +167,8 @@ if _env_bool("BEHIND_HTTPS_PROXY", False):
 EVENTS_PUBLISH_TOKEN = os.environ.get("EVENTS_PUBLISH_TOKEN", "").strip()
 EVENTS_ALLOWED_ORIGINS = _env_list("EVENTS_ALLOWED_ORIGINS")
 EVENTS_MAX_STREAMS_PER_CLIENT = _env_int("EVENTS_MAX_STREAMS_PER_CLIENT", 0)
+if os.environ.get("EVENTS_MAX_PENDING_SETUPS_PER_CLIENT"):
+    EVENTS_MAX_PENDING_SETUPS_PER_CLIENT = _env_int("EVENTS_MAX_PENDING_SETUPS_PER_CLIENT", 0)
 if os.environ.get("EVENTS_PRESENCE_TTL_SECONDS"):
     # Short in the tests, so that a killed process's subscriber counts vanish quickly.
     EVENTS_PRESENCE_TTL_SECONDS = float(os.environ["EVENTS_PRESENCE_TTL_SECONDS"])
