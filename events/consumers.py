@@ -412,6 +412,11 @@ class EventStreamConsumer(AsyncHttpConsumer):
         while self.positions[channel] < upto:
             if not await self._wait_writable():
                 return False
+            # What is left queued is below the low-water mark: no longer counted, so
+            # that a replay waiting for the budget holds none of it (two waiting on
+            # each other's bytes would wait for ever).
+            budget.release(self.replay_held)
+            self.replay_held = 0
             # Waits, holding no page, while other replays hold the process's budget.
             await budget.acquire(bound)
             self.replay_held += bound
@@ -449,6 +454,8 @@ class EventStreamConsumer(AsyncHttpConsumer):
         what is queued, and end it if it takes less than the minimum rate. False when
         the stream has ended."""
         if self.transport is None:
+            # Not daphne: nothing to measure, and the server's send has taken the page.
+            self._settle_replay(0)
             return not self.closed
         low_water = conf.max_queued_bytes // REPLAY_LOW_WATER_FACTOR
         queued = queued_bytes(self.transport) or 0

@@ -1,10 +1,12 @@
 """What replays may hold: a page at a time per stream, within a per-process budget.
 
 A replay reads the store one page at a time, each page bounded in bytes (half of
-EVENTS_MAX_QUEUED_BYTES, at least one event), and writes it out at once. The bytes it
-has read count against the process's EVENTS_REPLAY_BUDGET_BYTES until its client has
-taken them from the server's buffer; a replay that would go over waits for the budget
-(holding no page meanwhile), first come first served. A replay whose client reads
+EVENTS_MAX_QUEUED_BYTES, at least one event), and writes it out at once, once its client
+has taken all but a quarter of EVENTS_MAX_QUEUED_BYTES. The bytes it has read count
+against the process's EVENTS_REPLAY_BUDGET_BYTES until its client has taken them down
+to that quarter; a replay that would go over waits for the budget (holding no page
+and no budget meanwhile), first come first served. So the replays of a process hold at
+most the budget plus a quarter of EVENTS_MAX_QUEUED_BYTES each. A replay whose client reads
 slower than EVENTS_REPLAY_MIN_BYTES_PER_SECOND is ended (the consumer decides that),
 which gives its budget back: the client resumes later from its last id.
 """

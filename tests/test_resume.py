@@ -256,3 +256,18 @@ def consumers_frames(body: bytes) -> list[dict[str, str]]:
     from tests.streams import parse_frames
 
     return parse_frames(body)
+
+
+async def test_replays_go_on_with_a_budget_smaller_than_a_page(settings) -> None:
+    # Each replay holds at most its page while it writes it: with a budget of one byte
+    # they take turns, and none waits for ever on what it (or another) holds.
+    settings.EVENTS_REPLAY_BUDGET_BYTES = 1
+    settings.EVENTS_MAX_QUEUED_BYTES = 200  # pages of 100 bytes: a few events each
+    names = [channel(), channel()]
+    for name in names:
+        await publish(name, [f"{n:030d}" for n in range(20)])
+    streams = [await open_stream(f"/events/{name}/", last_id=f"{name}:0") for name in names]
+    for stream in streams:
+        assert len(await stream.events(20)) == 20
+    for stream in streams:
+        await stream.close()
