@@ -7,12 +7,16 @@ GET (and HEAD) on /events/<channel>/ (the trailing slash optional) and /events/ 
 included (the publish endpoint, a plain Django view, so that sessions, CSRF and the
 admin's auth work as everywhere else in Django), goes to the Django application.
 
+A body over its limit (events/bodies.py) is answered 413 before anything reads it.
+
 This module imports nothing that needs Django's apps at import time, so that the import
 may stand at the top of asgi.py, before get_asgi_application() sets Django up.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import Any
 
 STREAM_METHODS = frozenset({"GET", "HEAD"})
@@ -23,6 +27,53 @@ STREAM_ROOT = "/events"
 # Set on the application with_streams() returns: `manage.py check` looks for it
 # (events/checks.py) to tell a project that serves streams from one that does not.
 MARK = "events_streams"
+
+
+def _buffered_body(send: Any) -> Any:
+    """daphne's copy of the request body (a file), or None under other servers.
+
+    daphne starts the application only once Twisted has received the whole body: into
+    memory up to 100 KB, into a temporary file beyond. Right after calling the
+    application it copies that body into the application's queue in 8 KB chunks, all at
+    once: a 300 MB body became 300 MB of process memory, kept by the allocator."""
+    if isinstance(send, functools.partial) and send.args:
+        content = getattr(send.args[0], "content", None)
+        if content is not None and hasattr(content, "seek") and not getattr(content, "closed", True):
+            return content
+    return None
+
+
+def body_refusal(scope: dict[str, Any], send: Any) -> str | None:
+    """Why the request's body is refused (413), or None. Under daphne, a refused body
+    is also skipped: daphne then hands the application an empty one."""
+    from events import bodies
+
+    headers = scope.get("headers") or []
+    length, chunked = bodies.declared_length(headers)
+    content_type = dict(headers).get(b"content-type", b"").decode("latin-1").lower()
+    buffered = _buffered_body(send)
+    # Under daphne the body is all there: its real size counts, whatever was declared.
+    size = buffered.seek(0, 2) if buffered is not None else length
+    reason = bodies.refusal(
+        scope.get("method", ""), scope.get("path", ""), content_type, size, chunked, STREAM_PREFIX
+    )
+    if buffered is not None and reason is None:
+        buffered.seek(0)  # where daphne reads it from
+    return reason
+
+
+async def _refuse(scope: dict[str, Any], send: Any, reason: str) -> None:
+    from events import cors
+    from events.conf import conf
+
+    origin = dict(scope.get("headers") or []).get(b"origin")
+    headers = [
+        (b"Content-Type", b"application/json"),
+        (b"X-Content-Type-Options", b"nosniff"),
+        *cors.response_headers(origin.decode("latin-1") if origin else None, conf.allowed_origins),
+    ]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": json.dumps({"error": reason}).encode()})
 
 
 def with_streams(django_app: Any) -> Any:
@@ -61,7 +112,22 @@ def with_streams(django_app: Any) -> Any:
         else:
             await django_app(scope, receive, send)
 
-    application = ProtocolTypeRouter({"http": http})
+    router = ProtocolTypeRouter({"http": http})
+
+    def application(scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        # A plain function returning the coroutine, not a coroutine function: daphne
+        # calls it before copying the body into the queue (see _buffered_body), so the
+        # check runs in time to skip that copy.
+        if scope.get("type") == "http":
+            reason = body_refusal(scope, send)
+            if reason is not None:
+                return _refuse(scope, send, reason)
+        return router(scope, receive, send)
+
+    # ASGI 3 (one call with scope, receive, send), which servers would otherwise not
+    # assume of a function that is not a coroutine function.
+    application._asgi_single_callable = True  # type: ignore[attr-defined]
+    application.app = router  # type: ignore[attr-defined]
     setattr(application, MARK, True)
     return application
 

@@ -80,6 +80,19 @@ def _policy(name: str, check_id: str) -> list[Error]:
     return []
 
 
+def _non_negative_integer(name: str, check_id: str) -> list[Error]:
+    value = get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return [
+            Error(
+                f"{name} must be a non-negative integer, not {value!r}.",
+                hint="0 turns the limit off.",
+                id=check_id,
+            )
+        ]
+    return []
+
+
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -133,15 +146,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     errors += _positive_number("EVENTS_MAX_PAYLOAD_BYTES", "events.E005", integer=True)
     errors += _positive_number("EVENTS_MAX_QUEUED_BYTES", "events.E011", integer=True)
     errors += _positive_number("EVENTS_PRESENCE_TTL_SECONDS", "events.E020", integer=False)
-    per_client = get("EVENTS_MAX_STREAMS_PER_CLIENT")
-    if isinstance(per_client, bool) or not isinstance(per_client, int) or per_client < 0:
-        errors.append(
-            Error(
-                f"EVENTS_MAX_STREAMS_PER_CLIENT must be a non-negative integer, not {per_client!r}.",
-                hint="0 turns the limit off.",
-                id="events.E012",
-            )
-        )
+    errors += _positive_number("EVENTS_REPLAY_BUDGET_BYTES", "events.E021", integer=True)
+    errors += _positive_number("EVENTS_REPLAY_MIN_BYTES_PER_SECOND", "events.E022", integer=True)
+    errors += _non_negative_integer("EVENTS_MAX_STREAMS_PER_CLIENT", "events.E012")
+    errors += _non_negative_integer("EVENTS_MAX_PENDING_SETUPS_PER_CLIENT", "events.E023")
 
     per_process = get("EVENTS_MAX_STREAMS_PER_PROCESS")
     if per_process is not None and (

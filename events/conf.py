@@ -41,6 +41,15 @@ DEFAULTS: dict[str, Any] = {
     # A unix socket path where `manage.py serve` starts a redis-server for development
     # (events/embedded_redis.py); the channel layer points at unix://<path>. "" is none.
     "EVENTS_EMBEDDED_REDIS": "",
+    # Bytes of stored events all replays of one process may hold at once: read from the
+    # store and not yet taken by their clients (events/replay.py).
+    "EVENTS_REPLAY_BUDGET_BYTES": 16 * 1024 * 1024,
+    # A replaying client that takes less than this while the server waits for it is
+    # ended; it resumes from its last id later.
+    "EVENTS_REPLAY_MIN_BYTES_PER_SECOND": 16 * 1024,
+    # Streams one client address may have being set up at once (request to live
+    # delivery, replay included) in one process; 0 turns the limit off.
+    "EVENTS_MAX_PENDING_SETUPS_PER_CLIENT": 10,
 }
 
 
@@ -114,6 +123,18 @@ class Settings:
     def embedded_redis(self) -> Path | None:
         value = get("EVENTS_EMBEDDED_REDIS")
         return Path(value) if value else None
+
+    @property
+    def replay_budget_bytes(self) -> int:
+        return int(get("EVENTS_REPLAY_BUDGET_BYTES"))
+
+    @property
+    def max_pending_setups_per_client(self) -> int:
+        return int(get("EVENTS_MAX_PENDING_SETUPS_PER_CLIENT"))
+
+    @property
+    def replay_min_bytes_per_second(self) -> int:
+        return int(get("EVENTS_REPLAY_MIN_BYTES_PER_SECOND"))
 
 
 conf = Settings()

@@ -28,15 +28,15 @@ import time
 from typing import Any
 from urllib.parse import parse_qsl
 
-from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
-from events import cors, fdlimit, reauth, sse, store
+from events import cors, fdlimit, reauth, replay, sse, store
 from events.backpressure import SERVER_SEND_KEY, queued_bytes, transport_of
 from events.conf import conf
+from events.db import stream_db
 from events.hub import get_hub
 from events.names import CHANNEL_MAX, channel_error
 from events.policy import denied_channels, depends_on_user
@@ -60,13 +60,14 @@ SHUTDOWN_RETRY_SPREAD_MS = 10_000
 SHUTDOWN_DRAIN_SECONDS = 2.0
 # An id is at most `<channel>:<19 digits>` per channel, joined by commas.
 ID_BYTES_PER_CHANNEL = CHANNEL_MAX + 21
-# A replay reads the store this many events at a time, so a long catch-up never holds
-# a channel's whole history in memory.
-REPLAY_PAGE = 200
-# A replay waits for a client that reads slowly (a long catch-up over a real network)
-# instead of ending it at EVENTS_MAX_QUEUED_BYTES; one that takes nothing for this long
-# is ended.
-REPLAY_STALL_SECONDS = 30.0
+# A replay writes its next page once its client has taken all but this share of
+# EVENTS_MAX_QUEUED_BYTES (a page is at most half of it: events/replay.py).
+REPLAY_LOW_WATER_FACTOR = 4
+# A replay waiting for its client measures the client's rate over at least this long
+# before it may end it as too slow (EVENTS_REPLAY_MIN_BYTES_PER_SECOND).
+REPLAY_RATE_WINDOW_SECONDS = 5.0
+# How often a replay waiting for its client looks at what is queued.
+REPLAY_POLL_SECONDS = 0.05
 
 
 # Open streams per client address in this process (EVENTS_MAX_STREAMS_PER_CLIENT), and
@@ -74,7 +75,7 @@ REPLAY_STALL_SECONDS = 30.0
 _open_by_client: collections.Counter[str] = collections.Counter()
 _open_streams = 0
 # Retry-After on a refusal for too many streams: long enough for some to end.
-STREAMS_FULL_RETRY_AFTER = "10"
+STREAMS_FULL_RETRY_AFTER = 10
 
 
 _full_warned_at = 0.0
@@ -92,6 +93,13 @@ def _warn_full(limit: int) -> None:
             "(raise `ulimit -n`, or set EVENTS_MAX_STREAMS_PER_PROCESS)",
             limit,
         )
+
+
+# Streams per client address still being set up: from the request to live delivery,
+# the replay included (EVENTS_MAX_PENDING_SETUPS_PER_CLIENT).
+_setting_up_by_client: collections.Counter[str] = collections.Counter()
+# What a client refused for too many set-ups at once is told to wait, in seconds.
+SETUP_RETRY_AFTER_SECONDS = 1
 
 
 def _direct_request(server_send: Any) -> Any:
@@ -142,11 +150,11 @@ def _write_direct(request: Any, transport: Any, data: bytes) -> bool:
 
 
 class BadRequest(Exception):
-    def __init__(self, status: int, reason: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    def __init__(self, status: int, reason: str, retry_after: int | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
-        self.headers = headers or []
+        self.retry_after = retry_after
 
 
 def _headers(scope: dict[str, Any]) -> dict[bytes, bytes]:
@@ -230,23 +238,29 @@ class EventStreamConsumer(AsyncHttpConsumer):
         self.direct_request: Any = None
         self.client_address: str | None = None
         self.counted = False
+        self.setup_address: str | None = None
         self.responded = False
+        # Bytes of this stream's replay counted against the process's replay budget.
+        self.replay_held = 0
 
     # -- request -------------------------------------------------------------------
 
     async def http_request(self, message: dict[str, Any]) -> None:
-        # A GET or HEAD body means nothing to a stream: it is read and dropped, never kept.
-        if message.get("more_body"):
-            return
         try:
+            if message.get("body") or message.get("more_body"):
+                # routing.py refuses a declared body; this is one a server streamed in.
+                raise BadRequest(413, "a stream request has no body")
+            self._begin_setup()
             await self.handle(b"")
         except BadRequest as exc:
-            await self._reject(exc.status, exc.reason, exc.headers)
+            await self._reject(exc.status, exc.reason, exc.retry_after)
         except Exception:
             # A failing session store, database or custom policy: a reason, never a 500.
             logger.exception("stream request for %s failed before it started", self.channels)
             if not self.responded:
                 await self._reject(503, "the server could not check this request; try again")
+        finally:
+            self._end_setup()
         if not self.streaming:
             await self.disconnect()
             raise StopConsumer()
@@ -341,22 +355,51 @@ class EventStreamConsumer(AsyncHttpConsumer):
             raise BadRequest(403, f"not allowed to read channel {denied[0]!r}")
         return None
 
+    def _begin_setup(self) -> None:
+        """Count this stream as being set up for its client, or refuse it (429): one
+        client must not queue unbounded work (queries, group joins, replays) ahead of
+        everyone else's streams."""
+        limit = conf.max_pending_setups_per_client
+        client = self.scope.get("client")
+        if not limit or not client:
+            return
+        address = str(client[0])
+        if _setting_up_by_client[address] >= limit:
+            raise BadRequest(
+                429,
+                f"too many streams being set up at once from {address} (at most {limit}); retry shortly",
+                retry_after=SETUP_RETRY_AFTER_SECONDS,
+            )
+        _setting_up_by_client[address] += 1
+        self.setup_address = address
+
+    def _end_setup(self) -> None:
+        address, self.setup_address = self.setup_address, None
+        if address is not None:
+            _setting_up_by_client[address] -= 1
+            if _setting_up_by_client[address] <= 0:
+                del _setting_up_by_client[address]
+
     def _admit(self) -> None:
         """Count this stream against the process's and its client's limits (given back
         in __call__'s finally), or refuse it: 503 when the process holds all the streams
         its descriptors allow, 429 when this client address holds its share."""
         global _open_streams
         process_limit = fdlimit.process_stream_limit(conf.max_streams_per_process)
-        retry = [(b"Retry-After", STREAMS_FULL_RETRY_AFTER.encode())]
+        retry = STREAMS_FULL_RETRY_AFTER
         if process_limit is not None and _open_streams >= process_limit:
             _warn_full(process_limit)
-            raise BadRequest(503, "this server holds all the streams it can; try again later", retry)
+            raise BadRequest(
+                503, "this server holds all the streams it can; try again later", retry_after=retry
+            )
         limit = conf.max_streams_per_client
         client = self.scope.get("client")
         if limit and client:
             address = str(client[0])
             if _open_by_client[address] >= limit:
-                raise BadRequest(429, f"too many open streams from {address} (at most {limit})", retry)
+                raise BadRequest(
+                    429, f"too many open streams from {address} (at most {limit})", retry_after=retry
+                )
             _open_by_client[address] += 1
             self.client_address = address
         _open_streams += 1
@@ -384,10 +427,10 @@ class EventStreamConsumer(AsyncHttpConsumer):
             ),
         ]
 
-    async def _reject(self, status: int, reason: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    async def _reject(self, status: int, reason: str, retry_after: int | None = None) -> None:
         origin = _headers(self.scope).get(b"origin")
         headers = [
-            *(extra or []),
+            *([(b"Retry-After", str(retry_after).encode())] if retry_after is not None else []),
             (b"Content-Type", b"application/json"),
             # As Django's SecurityMiddleware adds to its pages (the stream itself needs
             # none: text/event-stream is never sniffed into something runnable).
@@ -410,16 +453,20 @@ class EventStreamConsumer(AsyncHttpConsumer):
         """
         self.positions = dict(live_from)
         if resume is not None:
-            reset, replay = await _plan_resume(self.channels, live_from, resume)
+            reset, replays = await _plan_resume(self.channels, live_from, resume)
             # Every frame's id covers all channels, so set each replayed channel back to
             # its resume point before writing anything.
-            for channel, after, _ in replay:
+            for channel, after in replays:
                 self.positions[channel] = after
             if reset:
                 await self._write(self._reset_frame(reset))
-            for channel, after, events in replay:
-                if not await self._replay(channel, after, live_from[channel], events):
-                    return
+            try:
+                for channel, _ in replays:
+                    if not await self._replay(channel, live_from[channel]):
+                        return
+            finally:
+                replay.get_budget().release(self.replay_held)
+                self.replay_held = 0
         # Set the client's last id even if no event has come yet, so that a reconnect
         # before the first event still resumes from here.
         await self._write(sse.format_id(format_position(self.positions, self.channels)))
@@ -430,47 +477,80 @@ class EventStreamConsumer(AsyncHttpConsumer):
                 await self._emit(channel, seq, frame, body)
         self.pending = None
 
-    async def _replay(self, channel: str, after: int, upto: int, events: list[Any]) -> bool:
-        """Write a channel's stored events after `after` up to `upto`, page by page,
-        starting with `events` (the first page). False when the stream has ended."""
-        while True:
-            for event in events:
-                await self._wait_writable()
-                if self.closed:
-                    return False
-                self.positions[channel] = event.seq
-                await self._write(self._framed(sse.event_body(event.data, event.type)))
+    async def _replay(self, channel: str, upto: int) -> bool:
+        """Write a channel's stored events after its position up to `upto`, a page at a
+        time (events/replay.py). False when the stream has ended."""
+        budget = replay.get_budget()
+        bound = replay.page_bytes()
+        while self.positions[channel] < upto:
+            if not await self._wait_writable():
+                return False
+            # What is left queued is below the low-water mark: no longer counted, so
+            # that a replay waiting for the budget holds none of it (two waiting on
+            # each other's bytes would wait for ever).
+            budget.release(self.replay_held)
+            self.replay_held = 0
+            # Waits, holding no page, while other replays hold the process's budget.
+            await budget.acquire(bound)
+            self.replay_held += bound
+            if self.closed:
+                return False
             done = self.positions[channel]
-            if done >= upto:
-                return True
-            events = await database_sync_to_async(store.page)(channel, done, upto, REPLAY_PAGE)
+            events, size = await stream_db(store.page_within)(channel, done, upto, bound, replay.PAGE_ROWS)
+            # Count what the page holds, not its bound.
+            budget.release(bound - size)
+            self.replay_held -= bound - size
+            if self.closed:
+                return False
             if not events or events[0].seq != done + 1:
                 # Trimmed while we were replaying: end the stream; the client resumes
                 # from its last id and is told that the history no longer reaches it.
                 logger.warning("channel %r was trimmed past a replay in progress; ending it", channel)
                 await self.close_stream()
                 return False
+            # The whole page at once: the client has room for it (see _wait_writable).
+            for event in events:
+                self.positions[channel] = event.seq
+                await self._write(self._framed(sse.event_body(event.data, event.type)))
+            del events
+        return True
 
-    async def _wait_writable(self) -> None:
-        """During a replay, let a slow reader take what is queued (see REPLAY_STALL_SECONDS)."""
-        if self.transport is None or (queued_bytes(self.transport) or 0) <= conf.max_queued_bytes // 2:
-            return
+    def _settle_replay(self, queued: int) -> None:
+        """Give back the replay budget for what the client has taken: what this stream
+        holds is at most what is still queued for it."""
+        if self.replay_held > queued:
+            replay.get_budget().release(self.replay_held - queued)
+            self.replay_held = queued
+
+    async def _wait_writable(self) -> bool:
+        """Before a replay reads its next page: wait until the client has taken most of
+        what is queued, and end it if it takes less than the minimum rate. False when
+        the stream has ended."""
+        if self.transport is None:
+            # Not daphne: nothing to measure, and the server's send has taken the page.
+            self._settle_replay(0)
+            return not self.closed
+        low_water = conf.max_queued_bytes // REPLAY_LOW_WATER_FACTOR
+        queued = queued_bytes(self.transport) or 0
+        self._settle_replay(queued)
+        if queued <= low_water:
+            return not self.closed
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + REPLAY_STALL_SECONDS
-        lowest = queued_bytes(self.transport) or 0
-        # A window counts as progress only if the client took at least this much: one
-        # byte every half minute must not hold a replay (and its frames) open for ever.
-        progress = max(1, conf.max_queued_bytes // 16)
-        while not self.closed and (queued := queued_bytes(self.transport) or 0) > conf.max_queued_bytes // 4:
-            if queued <= lowest - progress:
-                # The client took something: a slow but steady reader is not stalled.
-                lowest = queued
-                deadline = loop.time() + REPLAY_STALL_SECONDS
-            elif loop.time() > deadline:
-                logger.warning("stream %s took nothing during a replay; ending it", self.channels)
+        started, at_start = loop.time(), queued
+        min_rate = conf.replay_min_bytes_per_second
+        while not self.closed:
+            await asyncio.sleep(REPLAY_POLL_SECONDS)
+            queued = queued_bytes(self.transport) or 0
+            self._settle_replay(queued)
+            if queued <= low_water:
+                return not self.closed
+            waited = loop.time() - started
+            if waited >= REPLAY_RATE_WINDOW_SECONDS and at_start - queued < min_rate * waited:
+                logger.warning(
+                    "stream %s read its replay at under %d bytes/s; ending it", self.channels, min_rate
+                )
                 await self.close_stream(abort=True)
-                return
-            await asyncio.sleep(0.02)
+        return False
 
     def _reset_frame(self, reset: dict[str, str]) -> bytes:
         data = sse.dumps({"channels": sorted(reset), "reasons": reset})
@@ -676,14 +756,14 @@ class EventStreamConsumer(AsyncHttpConsumer):
 
 async def _plan_resume(
     channels: tuple[str, ...], live_from: dict[str, int], resume: str
-) -> tuple[dict[str, str], list[tuple[str, int, list[Any]]]]:
+) -> tuple[dict[str, str], list[tuple[str, int]]]:
     """Which channels must be reset (with why), and per other channel its resume point
-    and the first page of stored events to replay (the rest is read as it goes)."""
+    (the events themselves are read page by page as the replay goes)."""
     parsed = parse_position(resume)
     if parsed is None:
         return dict.fromkeys(channels, "malformed id"), []
     reset: dict[str, str] = {}
-    wanted: dict[str, tuple[int, int]] = {}
+    wanted: list[str] = []
     ahead: dict[str, int] = {}
     for channel in channels:
         after = parsed.get(channel)
@@ -695,30 +775,26 @@ async def _plan_resume(
             # id this server never gave out. The store tells which.
             ahead[channel] = after
         elif after < live_from[channel]:
-            wanted[channel] = (after, live_from[channel])
+            wanted.append(channel)
 
-    def load() -> tuple[dict[str, int], dict[str, list[Any]]]:
+    def load() -> tuple[dict[str, int], dict[str, int | None]]:
         committed = store.last_seqs(ahead) if ahead else {}
-        pages = {
-            channel: store.page(channel, after, upto, REPLAY_PAGE)
-            for channel, (after, upto) in wanted.items()
-        }
-        return committed, pages
+        return committed, store.first_seqs(wanted) if wanted else {}
 
-    committed, pages = await database_sync_to_async(load)() if (ahead or wanted) else ({}, {})
+    committed, firsts = await stream_db(load)() if (ahead or wanted) else ({}, {})
     for channel, after in ahead.items():
         if after > committed[channel]:
             reset[channel] = "unknown id"
-    replay = []
+    replays = []
     for channel in channels:
         if channel in reset:
             continue
         after = parsed[channel]
-        events = pages.get(channel, [])
-        # Seqs have no holes (events/store.py), and trimming deletes the oldest: a
-        # first page that does not start right after the id means it was trimmed.
-        if channel in wanted and (not events or events[0].seq != after + 1):
+        first = firsts.get(channel)
+        # Seqs have no holes (events/store.py), and trimming deletes the oldest: the
+        # history reaches the id only if its oldest event is at most the next one.
+        if channel in wanted and (first is None or first > after + 1):
             reset[channel] = "id is older than the retained history"
             continue
-        replay.append((channel, after, events))
-    return reset, replay
+        replays.append((channel, after))
+    return reset, replays

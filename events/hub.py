@@ -17,16 +17,19 @@ Delivery rules, per SSE channel:
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 import weakref
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from events import reauth, sse, store
 from events.conf import conf
+from events.db import stream_db
 from events.messages import EVENT_MESSAGE, PING_MESSAGE, EventMessage, group_name
 from events.presence import PresenceWriter
 
@@ -68,10 +71,55 @@ class ChannelState:
     error: BaseException | None = None
 
 
-_last_seqs = database_sync_to_async(store.last_seqs)
-_page = database_sync_to_async(store.page)
+_last_seqs = stream_db(store.last_seqs)
+_page = stream_db(store.page)
 # Gap fills read the store this many events at a time.
 FILL_PAGE = 200
+# Channel positions read in one query at most (PositionReader).
+POSITIONS_PER_QUERY = 500
+
+
+class PositionReader:
+    """Reads channel positions for joins, many channels to a query.
+
+    Every channel asked for while a query is running is read by the next one, so a
+    flood of joins costs a few queries rather than one each (and one queue of them).
+    """
+
+    def __init__(self) -> None:
+        self._wanted: dict[str, list[asyncio.Future[int]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def read(self, channel: str) -> int:
+        waiter = asyncio.get_running_loop().create_future()
+        self._wanted.setdefault(channel, []).append(waiter)
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="events-hub-positions")
+        return await waiter
+
+    async def _run(self) -> None:
+        try:
+            while self._wanted:
+                names = list(self._wanted)[:POSITIONS_PER_QUERY]
+                batch = {name: self._wanted.pop(name) for name in names}
+                try:
+                    positions = await _last_seqs(names)
+                except Exception as exc:
+                    for waiters in batch.values():
+                        for waiter in waiters:
+                            if not waiter.done():
+                                waiter.set_exception(exc)
+                    continue
+                for name, waiters in batch.items():
+                    for waiter in waiters:
+                        if not waiter.done():
+                            waiter.set_result(positions[name])
+        finally:
+            self._task = None
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
 
 
 class Hub:
@@ -80,9 +128,12 @@ class Hub:
         self.channel_name: str | None = None
         self.channels: dict[str, ChannelState] = {}
         self.streams: set[Stream] = set()
-        # Orders group_add/group_discard so that a leave and a quick re-join of the
-        # same channel reach the layer in the order they happened.
-        self._membership = asyncio.Lock()
+        # Per channel: orders group_add/group_discard so that a leave and a quick
+        # re-join of the same channel reach the layer in the order they happened.
+        # Different channels never wait for each other.
+        self._membership_locks: dict[str, asyncio.Lock] = {}
+        self._membership_users: collections.Counter[str] = collections.Counter()
+        self.positions = PositionReader()
         self._started: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._pong: asyncio.Event = asyncio.Event()
@@ -91,8 +142,9 @@ class Hub:
         # Subscriber counts in Redis (events/presence.py): told of every change to
         # `channels[...].subscribers` below, written from its own task.
         self.presence = PresenceWriter(self)
-        # Group leaves in flight (see unsubscribe); kept so that they are not collected.
-        self._leaving: set[asyncio.Task[None]] = set()
+        # Channels to leave, in order, and the one task that leaves them (unsubscribe).
+        self._to_leave: dict[str, None] = {}
+        self._leaver: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -118,14 +170,15 @@ class Hub:
         await self._started
 
     async def aclose(self) -> None:
+        self.positions.cancel()
         for task in self._tasks:
             task.cancel()
         if self._tasks:
             # Bounded: a task stuck in a layer call must not hold up a shutdown.
             await asyncio.wait(self._tasks, timeout=LAYER_TIMEOUT_SECONDS)
         self._tasks = []
-        if self._leaving:
-            await asyncio.wait(self._leaving, timeout=LAYER_TIMEOUT_SECONDS)
+        if self._leaver is not None:
+            await asyncio.wait([self._leaver], timeout=LAYER_TIMEOUT_SECONDS)
         await self.presence.aclose()  # a clean stop removes this process's counts at once
         channels, self.channels = list(self.channels), {}
         if self.channel_name is not None:
@@ -136,6 +189,21 @@ class Hub:
         self._started = None
 
     # -- membership ----------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _membership(self, channel: str) -> AsyncIterator[None]:
+        lock = self._membership_locks.get(channel)
+        if lock is None:
+            lock = self._membership_locks[channel] = asyncio.Lock()
+        self._membership_users[channel] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._membership_users[channel] -= 1
+            if not self._membership_users[channel]:
+                del self._membership_users[channel]
+                del self._membership_locks[channel]
 
     async def _layer_call(self, method: Any, group: str) -> None:
         await asyncio.wait_for(method(group, self.channel_name), LAYER_TIMEOUT_SECONDS)
@@ -159,6 +227,9 @@ class Hub:
         if joins:
             # A failed join is reported through state.error below.
             await asyncio.gather(*joins, return_exceptions=True)
+        if stream not in self.streams:
+            # Ended while joining: the caller sees it closed and leaves; no position.
+            return dict.fromkeys(stream.channels, 0)
         positions = {}
         for channel in stream.channels:
             state = self.channels.get(channel)
@@ -183,15 +254,27 @@ class Hub:
             self.presence.changed()
             if not state.subscribers:
                 del self.channels[channel]
-                # In its own task: a stream ended from inside the fan-out (a slow
-                # reader) must not hold up delivery to the others for a layer call.
-                leave = asyncio.create_task(self._leave(channel))
-                self._leaving.add(leave)
-                leave.add_done_callback(self._leaving.discard)
+                # Left by a task of its own: a stream ended from inside the fan-out (a
+                # slow reader) must not hold up delivery to the others for a layer
+                # call. One leave at a time: the layer orders its calls in one queue,
+                # and the leaves of a client dropping many streams must not get
+                # ahead of every other stream's joins.
+                self._to_leave[channel] = None
+                if self._leaver is None:
+                    self._leaver = asyncio.create_task(self._leave_queued(), name="events-hub-leave")
+
+    async def _leave_queued(self) -> None:
+        try:
+            while self._to_leave:
+                channel = next(iter(self._to_leave))
+                del self._to_leave[channel]
+                await self._leave(channel)
+        finally:
+            self._leaver = None
 
     async def _leave(self, channel: str) -> None:
         try:
-            async with self._membership:
+            async with self._membership(channel):
                 if channel in self.channels:
                     return  # subscribed again meanwhile: its join keeps the membership
                 await self._layer_call(self.layer.group_discard, group_name(channel))
@@ -202,11 +285,17 @@ class Hub:
 
     async def _join(self, channel: str, state: ChannelState) -> None:
         try:
-            async with self._membership:
+            async with self._membership(channel):
+                if self.channels.get(channel) is not state:
+                    # Every stream of it ended while the join waited its turn (a client
+                    # that opens and drops streams): no layer call for nobody.
+                    state.error = RuntimeError("no stream is left on the channel")
+                    state.ready.set()
+                    return
                 await self._layer_call(self.layer.group_add, group_name(channel))
             # Read the position only once the group is joined: an event committed
             # before this read is covered by it, one committed after arrives as a message.
-            positions = await _last_seqs([channel])
+            last_seq = await self.positions.read(channel)
         except Exception as exc:
             logger.exception("joining channel %r failed", channel)
             state.error = exc
@@ -215,7 +304,7 @@ class Hub:
             state.ready.set()
             return
         async with state.lock:
-            state.last_seq = positions[channel]
+            state.last_seq = last_seq
             state.ready.set()
             early, state.early = state.early, []
             for message in early:
@@ -368,8 +457,8 @@ class Hub:
                 logger.exception("catching up channels from the store failed")
             if loop.time() - last_refresh > GROUP_REFRESH_SECONDS:
                 last_refresh = loop.time()
-                async with self._membership:
-                    for channel in list(self.channels):
+                for channel in list(self.channels):
+                    async with self._membership(channel):
                         await self._layer_call(self.layer.group_add, group_name(channel))
 
     async def _drop_all(self) -> None:
@@ -388,7 +477,7 @@ class Hub:
                 self._orphans.discard(channel)
                 continue
             try:
-                async with self._membership:
+                async with self._membership(channel):
                     await self._layer_call(self.layer.group_discard, group_name(channel))
             except Exception:
                 return  # try again after the next ping

@@ -15,16 +15,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from importlib import import_module
+from types import SimpleNamespace
 from typing import Any
 
-from channels.auth import get_user
-from channels.db import database_sync_to_async
 from django.conf import settings
+from django.contrib import auth
 from django.http.cookie import parse_cookie
 from django.utils.functional import SimpleLazyObject
 from django.utils.module_loading import import_string
 
 from events.conf import DEFAULTS, conf
+from events.db import stream_db
 
 Policy = Callable[[Any, str], bool]
 
@@ -81,7 +82,7 @@ async def denied_channels(scope: dict[str, Any], channels: Iterable[str]) -> lis
         # lookup, which matters when thousands of browsers connect at once.
         if not any(_needs_user_by_default(name) for name in names):
             return []
-        user = await get_user(with_session(scope))
+        user = await stream_db(_sync_get_user)(scope)
         return [name for name in names if not default_policy(user, name)]
 
     policy = load_policy()
@@ -91,13 +92,14 @@ async def denied_channels(scope: dict[str, Any], channels: Iterable[str]) -> lis
         user = SimpleLazyObject(lambda: _sync_get_user(scope))
         return [name for name in names if not policy(user, name)]
 
-    return await database_sync_to_async(check)()
+    return await stream_db(check)()
 
 
 def _sync_get_user(scope: dict[str, Any]) -> Any:
-    from asgiref.sync import async_to_sync
-
-    return async_to_sync(get_user)(with_session(scope))
+    """The session's user (AnonymousUser if none), loaded in the calling thread: the
+    streams' database threads (events/db.py), not the process's single sync thread.
+    Django's get_user() reads only `request.session`."""
+    return auth.get_user(SimpleNamespace(session=with_session(scope)["session"]))  # type: ignore[arg-type]
 
 
 def with_session(scope: dict[str, Any]) -> dict[str, Any]:

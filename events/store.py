@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from django.db import connection, transaction
+from django.db.models import Min
 
 from events.models import Channel, Event
 
@@ -53,6 +54,36 @@ def page(channel: str, after: int, upto: int, limit: int) -> list[Event]:
     if upto <= after:
         return []
     return list(Event.objects.filter(channel=channel, seq__gt=after, seq__lte=upto).order_by("seq")[:limit])
+
+
+def first_seqs(channels: Iterable[str]) -> dict[str, int | None]:
+    """The oldest stored seq of each channel (None when nothing is stored)."""
+    names = list(channels)
+    rows = Event.objects.filter(channel__in=names).order_by().values("channel").annotate(first=Min("seq"))
+    found = {row["channel"]: row["first"] for row in rows}
+    return {name: found.get(name) for name in names}
+
+
+# Rows fetched from the cursor at a time while a page is filled (page_within).
+PAGE_FETCH_ROWS = 16
+
+
+def page_within(channel: str, after: int, upto: int, max_bytes: int, rows: int) -> tuple[list[Event], int]:
+    """The events of a channel after `after` (up to `upto`), oldest first, whose data
+    adds up to at most `max_bytes` in UTF-8 (always at least one event); and that total.
+
+    Rows come from the cursor a few at a time and reading stops at the bound, so no
+    more than the page (and one event past it) is ever loaded."""
+    events: list[Event] = []
+    total = 0
+    query = Event.objects.filter(channel=channel, seq__gt=after, seq__lte=upto).order_by("seq")[:rows]
+    for event in query.iterator(chunk_size=PAGE_FETCH_ROWS):
+        size = len(event.data.encode())
+        if events and total + size > max_bytes:
+            break
+        events.append(event)
+        total += size
+    return events, total
 
 
 def trim(channel: str, keep: int) -> int:

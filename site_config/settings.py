@@ -209,6 +209,8 @@ if os.environ.get("EVENTS_MAX_STREAMS_PER_CLIENT", "").strip():
     EVENTS_MAX_STREAMS_PER_CLIENT = _env_int("EVENTS_MAX_STREAMS_PER_CLIENT", 0)
 if os.environ.get("EVENTS_MAX_STREAMS_PER_PROCESS", "").strip():
     EVENTS_MAX_STREAMS_PER_PROCESS = _env_int("EVENTS_MAX_STREAMS_PER_PROCESS", 0)
+if os.environ.get("EVENTS_MAX_PENDING_SETUPS_PER_CLIENT"):
+    EVENTS_MAX_PENDING_SETUPS_PER_CLIENT = _env_int("EVENTS_MAX_PENDING_SETUPS_PER_CLIENT", 0)
 if os.environ.get("EVENTS_PRESENCE_TTL_SECONDS"):
     # Short in the tests, so that a killed process's subscriber counts vanish quickly.
     EVENTS_PRESENCE_TTL_SECONDS = float(os.environ["EVENTS_PRESENCE_TTL_SECONDS"])

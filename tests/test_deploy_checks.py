@@ -68,10 +68,17 @@ def test_publish_token(settings, token, expected) -> None:
     assert ids(check_publish_token()) == expected
 
 
+PER_CLIENT_LIMITS = [
+    ("EVENTS_MAX_STREAMS_PER_CLIENT", "events.E012"),
+    ("EVENTS_MAX_PENDING_SETUPS_PER_CLIENT", "events.E023"),
+]
+
+
 @pytest.mark.parametrize("value", [-1, "3", True, 1.5], ids=["negative", "string", "bool", "float"])
-def test_streams_per_client_must_be_a_non_negative_int(settings, value) -> None:
-    settings.EVENTS_MAX_STREAMS_PER_CLIENT = value
-    assert ids(check_settings()) == ["events.E012"]
+@pytest.mark.parametrize(("name", "check_id"), PER_CLIENT_LIMITS)
+def test_per_client_limits_must_be_non_negative_ints(settings, name, check_id, value) -> None:
+    setattr(settings, name, value)
+    assert ids(check_settings()) == [check_id]
 
 
 def test_check_deploy_is_clean_with_production_environment() -> None:

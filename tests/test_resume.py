@@ -190,9 +190,9 @@ async def test_id_beyond_anything_committed_is_still_unknown() -> None:
 
 
 async def test_long_replay_is_read_page_by_page(monkeypatch) -> None:
-    from events import consumers
+    from events import replay
 
-    monkeypatch.setattr(consumers, "REPLAY_PAGE", 7)
+    monkeypatch.setattr(replay, "PAGE_ROWS", 7)
     name = channel()
     await publish(name, range(1, 51))
     stream = await open_stream(f"/events/{name}/", last_id=f"{name}:3")
@@ -205,21 +205,21 @@ async def test_long_replay_is_read_page_by_page(monkeypatch) -> None:
 
 
 async def test_trim_during_a_replay_ends_the_stream_and_the_resume_is_reset(monkeypatch) -> None:
-    from events import consumers, store
+    from events import replay, store
 
-    monkeypatch.setattr(consumers, "REPLAY_PAGE", 5)
+    monkeypatch.setattr(replay, "PAGE_ROWS", 5)
     name = channel()
     await publish(name, range(1, 21))
-    real_page = store.page
+    real_page = store.page_within
     calls = []
 
-    def page_trimmed_after_the_first(channel_name, after, upto, limit):
+    def page_trimmed_after_the_first(channel_name, after, upto, max_bytes, rows):
         calls.append(after)
         if len(calls) == 2:
             store.trim(channel_name, 3)  # a publisher's trim lands between two pages
-        return real_page(channel_name, after, upto, limit)
+        return real_page(channel_name, after, upto, max_bytes, rows)
 
-    monkeypatch.setattr(store, "page", page_trimmed_after_the_first)
+    monkeypatch.setattr(store, "page_within", page_trimmed_after_the_first)
     stream = await open_stream(f"/events/{name}/", last_id=f"{name}:0")
     body = await stream.body()  # the server ends the response
     frames = [f for f in consumers_frames(body) if "data" in f]
@@ -231,7 +231,43 @@ async def test_trim_during_a_replay_ends_the_stream_and_the_resume_is_reset(monk
     await again.close()
 
 
+async def test_replay_pages_are_bounded_in_bytes(monkeypatch, settings) -> None:
+    from events import store
+
+    settings.EVENTS_MAX_QUEUED_BYTES = 10_000  # pages of at most 5,000 bytes
+    name = channel()
+    await publish(name, ["x" * 1998] * 9)  # 2,000 bytes each as stored JSON
+    real_page_within = store.page_within
+    pages: list[tuple[list[int], int]] = []
+
+    def recorded(*args):
+        events, size = real_page_within(*args)
+        pages.append(([e.seq for e in events], size))
+        return events, size
+
+    monkeypatch.setattr(store, "page_within", recorded)
+    stream = await open_stream(f"/events/{name}/", last_id=f"{name}:0")
+    assert len(await stream.events(9)) == 9
+    assert pages == [([1, 2], 4000), ([3, 4], 4000), ([5, 6], 4000), ([7, 8], 4000), ([9], 2000)]
+    await stream.close()
+
+
 def consumers_frames(body: bytes) -> list[dict[str, str]]:
     from tests.streams import parse_frames
 
     return parse_frames(body)
+
+
+async def test_replays_go_on_with_a_budget_smaller_than_a_page(settings) -> None:
+    # Each replay holds at most its page while it writes it: with a budget of one byte
+    # they take turns, and none waits for ever on what it (or another) holds.
+    settings.EVENTS_REPLAY_BUDGET_BYTES = 1
+    settings.EVENTS_MAX_QUEUED_BYTES = 200  # pages of 100 bytes: a few events each
+    names = [channel(), channel()]
+    for name in names:
+        await publish(name, [f"{n:030d}" for n in range(20)])
+    streams = [await open_stream(f"/events/{name}/", last_id=f"{name}:0") for name in names]
+    for stream in streams:
+        assert len(await stream.events(20)) == 20
+    for stream in streams:
+        await stream.close()
