@@ -1,4 +1,5 @@
-"""python -m bench [--smoke] [--sizes 100,1000,5000] [--systems ours,eventstream,raw]"""
+"""python -m bench [--smoke] [--sizes 100,1000,5000] [--systems ours,eventstream,raw]
+[--sections fanout,publishing]"""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import sys
 from pathlib import Path
 
 from bench import report
-from bench.run import RESULTS, SMOKE_PLAN, Plan, run
+from bench.publishing import PublishPlan
+from bench.run import RESULTS, Plan, run, smoke_plan
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,6 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--sizes", default="100,1000,5000", help="stream counts N, comma-separated")
     parser.add_argument("--systems", default="ours,eventstream,raw")
+    parser.add_argument(
+        "--sections",
+        default="fanout,publishing",
+        help="fanout (streams, latency, saturation, RSS) and/or publishing (send_event and the rest)",
+    )
     parser.add_argument("--rss-size", type=int, default=10_000, help="N for the RSS-only case (0: none)")
     parser.add_argument("--profile", default="", help="systems to sample with py-spy (e.g. ours)")
     parser.add_argument(
@@ -30,14 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.smoke:
-        plan = SMOKE_PLAN
+        plan = smoke_plan()
         out = Path(args.out) if args.out else RESULTS / "tmp" / "smoke.json"
     else:
+        sections = set(args.sections.split(","))
         plan = Plan(
-            sizes=[int(n) for n in args.sizes.split(",") if n],
+            sizes=[int(n) for n in args.sizes.split(",") if n] if "fanout" in sections else [],
             systems=args.systems.split(","),
-            rss_size=args.rss_size,
+            rss_size=args.rss_size if "fanout" in sections else 0,
             profile=[s for s in args.profile.split(",") if s],
+            publishing=PublishPlan() if "publishing" in sections else None,
         )
         out = Path(args.out) if args.out else RESULTS / "latest.json"
     results = run(plan)
@@ -47,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"results: {out}")
     if not plan.smoke:
         report.write_markdown(results, out.with_suffix(".md"))
-        report.plot(results, out.with_suffix(".png"))
-        print(f"plot: {out.with_suffix('.png')}")
+        if results["cases"]:
+            report.plot(results, out.with_suffix(".png"))
+            print(f"plot: {out.with_suffix('.png')}")
     ok, problems = report.check(results)
     for problem in problems:
         print(f"FAIL: {problem}")

@@ -148,10 +148,64 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
     return out
 
 
-def text(results: dict[str, Any]) -> str:
-    table = rows(results)
+PUBLISH_HEADER = [
+    "publisher",
+    "events/s",
+    "call p50 (ms)",
+    "call p99 (ms)",
+    "to Redis p50 (ms)",
+    "vs django-eventstream stored (same DB)",
+    "vs django-eventstream no storage",
+]
+
+
+def _peer_rate(rows: list[Case], system: str, db: str | None) -> float | None:
+    for row in rows:
+        if row.get("system") == system and (db is None or row.get("db") == db):
+            return float(row["events_per_second"])
+    return None
+
+
+def publish_rows(results: dict[str, Any]) -> list[list[str]]:
+    """The publishing section: events per second (higher is better) and the ratio of
+    ours to django-eventstream's send_event in the same run."""
+    published: list[Case] = results.get("publishing") or []
+    out = [PUBLISH_HEADER]
+    for row in published:
+        # Ratios for the Python calls: django-eventstream has no HTTP publishing endpoint.
+        ours = row.get("system") == "ours" and "statuses" not in row
+        rate = float(row["events_per_second"])
+        stored = _peer_rate(published, "eventstream", row.get("db"))
+        bare = _peer_rate(published, "eventstream-nostore", None)
+        arrival = row.get("arrival_ms", {}).get("p50")
+        out.append(
+            [
+                row["label"],
+                _fmt(rate, "{:,.0f}"),
+                _fmt(row["call_ms"]["p50"], "{:.2f}"),
+                _fmt(row["call_ms"]["p99"], "{:.2f}"),
+                _fmt(arrival, "{:.2f}"),
+                _ratio(rate, stored, True, False) if ours else "",
+                _ratio(rate, bare, True, False) if ours else "",
+            ]
+        )
+    return out
+
+
+def _aligned(table: list[list[str]], left: int) -> list[str]:
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return [
+        "  ".join(cell.ljust(widths[i]) if i < left else cell.rjust(widths[i]) for i, cell in enumerate(row))
+        for row in table
+    ]
+
+
+def text(results: dict[str, Any]) -> str:
     lines = []
+    if results.get("publishing"):
+        lines += ["Publishing (one process, one channel):", *_aligned(publish_rows(results), 1), ""]
+    table = rows(results) if results["cases"] else []
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))] if table else []
     previous = None
     for row in table:
         if previous is not None and row[0] != previous:
@@ -169,9 +223,19 @@ def text(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def publish_markdown(results: dict[str, Any]) -> str:
+    table = publish_rows(results)
+    lines = ["| " + " | ".join(table[0]) + " |", "|" + "|".join(["---"] + ["---:"] * 6) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in table[1:]]
+    return "\n".join(lines) + "\n"
+
+
 def markdown(results: dict[str, Any]) -> str:
+    out = publish_markdown(results) + "\n" if results.get("publishing") else ""
+    if not results["cases"]:
+        return out
     table = rows(results)
-    lines = ["| " + " | ".join(table[0]) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 5) + "|"]
+    lines = [out + "| " + " | ".join(table[0]) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 5) + "|"]
     previous = None
     for row in table[1:]:
         cells = list(row)
@@ -199,6 +263,10 @@ def totals(results: dict[str, Any]) -> dict[str, int]:
     lost = sum(int(_lost(c) or 0) for c in ours)
     duplicated = sum(int(_dup(c) or 0) for c in ours)
     non_200 = sum(c["n"] - int(_ok200(c) or 0) for c in ours)
+    for row in results.get("publishing") or []:
+        lost += int(row.get("lost", 0))
+        duplicated += int(row.get("duplicated", 0))
+        non_200 += sum(count for status, count in row.get("statuses", {}).items() if status != "201")
     return {"lost": lost, "duplicated": duplicated, "non_200": non_200}
 
 
@@ -223,4 +291,12 @@ def check(results: dict[str, Any]) -> tuple[bool, list[str]]:
             data = case[phase]
             if data["lost"] or data["duplicated"]:
                 problems.append(f"N={n} {phase}: {data['lost']} lost, {data['duplicated']} duplicated")
+    for row in results.get("publishing") or []:
+        if row.get("system") != "ours":
+            continue
+        if row.get("lost") or row.get("duplicated"):
+            problems.append(f"{row['label']}: {row['lost']} lost, {row['duplicated']} duplicated at Redis")
+        bad = {status: count for status, count in row.get("statuses", {}).items() if status != "201"}
+        if bad:
+            problems.append(f"{row['label']}: answers other than 201: {bad}")
     return not problems, problems

@@ -66,6 +66,8 @@ class Plan:
     saturation_events: dict[int, int] = field(default_factory=lambda: {100: 1000, 1000: 400, 5000: 100})
     rss_size: int = 10_000
     smoke: bool = False
+    # The publishing section (bench/publishing.py): None skips it.
+    publishing: Any = None
     # Systems whose server py-spy samples during each phase (collapsed stacks in the logs).
     profile: list[str] = field(default_factory=list)
 
@@ -84,6 +86,12 @@ SMOKE_PLAN = Plan(
     rss_size=0,
     smoke=True,
 )
+
+
+def smoke_plan() -> Plan:
+    from bench.publishing import SMOKE_PUBLISH_PLAN
+
+    return Plan(**{**SMOKE_PLAN.__dict__, "publishing": SMOKE_PUBLISH_PLAN})
 
 
 # -- systems -------------------------------------------------------------------------
@@ -561,8 +569,10 @@ def run(plan: Plan) -> dict[str, Any]:
             "saturation_events": {str(n): plan.saturation_for(n) for n in plan.sizes},
             "rss_size": plan.rss_size,
             "smoke": plan.smoke,
+            "publishing": plan.publishing.__dict__ if plan.publishing else None,
         },
         "cases": [],
+        "publishing": [],
     }
     try:
         for system in chosen:
@@ -570,6 +580,11 @@ def run(plan: Plan) -> dict[str, Any]:
             var_dir.mkdir()
             if system.settings_module():
                 migrate(system, child_env(redis_url, var_dir, system.settings_module()))
+        if plan.publishing is not None:
+            from bench.publishing import run_publishing
+
+            peer = "eventstream" in plan.systems
+            results["publishing"] = run_publishing(plan.publishing, redis_url, tmp, peer)
         for n in plan.sizes:
             for system in chosen:
                 results["cases"].append(run_case(system, n, plan, redis_url, tmp))

@@ -3,9 +3,12 @@
     application = with_streams(get_asgi_application())
 
 GET (and HEAD) on /events/<channel>/ (the trailing slash optional) and /events/ (or
-/events) are streams, held by the SSE consumer; everything else, POST and OPTIONS on the same paths
-included (the publish endpoint, a plain Django view, so that sessions, CSRF and the
-admin's auth work as everywhere else in Django), goes to the Django application.
+/events) are streams, held by the SSE consumer; everything else goes to Django. POST and
+OPTIONS on the same paths reach the publish endpoint, a plain Django view (so that
+sessions, CSRF and the admin's auth work as everywhere else in Django), through
+events/publish_asgi.py, which runs Django's own handling of them in one thread hop
+instead of the dozen of its ASGI handler; ASGI middleware wrapped around the Django
+application passed in is not on that path.
 
 A body over its limit (events/bodies.py) is answered 413 before anything reads it.
 
@@ -20,6 +23,7 @@ import json
 from typing import Any
 
 STREAM_METHODS = frozenset({"GET", "HEAD"})
+PUBLISH_METHODS = frozenset({"POST", "OPTIONS"})
 STREAM_PREFIX = "/events/"
 # The multi-channel stream without its slash: Django would answer it with a redirect
 # that carries no CORS headers, which a cross-origin EventSource cannot follow.
@@ -83,6 +87,7 @@ def with_streams(django_app: Any) -> Any:
 
     from events.backpressure import SERVER_SEND_KEY
     from events.consumers import EventStreamConsumer
+    from events.publish_asgi import PublishHandler
 
     if settings.DEBUG and "django.contrib.staticfiles" in settings.INSTALLED_APPS:
         # What `runserver` does in development: the feed page's JS and CSS are found in
@@ -95,6 +100,7 @@ def with_streams(django_app: Any) -> Any:
     # No session middleware: the read policy loads the session and the user only when a
     # channel needs them (events/policy.py, with_session), not on every connect.
     streams = EventStreamConsumer.as_asgi()
+    publish = PublishHandler()
 
     async def http(scope: dict[str, Any], receive: Any, send: Any) -> None:
         path: str = scope.get("path", "")
@@ -109,6 +115,8 @@ def with_streams(django_app: Any) -> Any:
                 SERVER_SEND_KEY: send,
             }
             await streams(scope, receive, send)
+        elif scope.get("method") in PUBLISH_METHODS and path.startswith(STREAM_PREFIX):
+            await publish(scope, receive, send)
         else:
             await django_app(scope, receive, send)
 

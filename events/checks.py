@@ -150,6 +150,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     errors += _positive_number("EVENTS_REPLAY_MIN_BYTES_PER_SECOND", "events.E022", integer=True)
     errors += _non_negative_integer("EVENTS_MAX_STREAMS_PER_CLIENT", "events.E012")
     errors += _non_negative_integer("EVENTS_MAX_PENDING_SETUPS_PER_CLIENT", "events.E023")
+    errors += _positive_number("EVENTS_MAX_BATCH", "events.E031", integer=True)
 
     per_process = get("EVENTS_MAX_STREAMS_PER_PROCESS")
     if per_process is not None and (

@@ -50,6 +50,8 @@ DEFAULTS: dict[str, Any] = {
     # Streams one client address may have being set up at once (request to live
     # delivery, replay included) in one process; 0 turns the limit off.
     "EVENTS_MAX_PENDING_SETUPS_PER_CLIENT": 10,
+    # Events one POST /events/ may carry (stored in one transaction).
+    "EVENTS_MAX_BATCH": 1000,
 }
 
 
@@ -135,6 +137,10 @@ class Settings:
     @property
     def replay_min_bytes_per_second(self) -> int:
         return int(get("EVENTS_REPLAY_MIN_BYTES_PER_SECOND"))
+
+    @property
+    def max_batch(self) -> int:
+        return int(get("EVENTS_MAX_BATCH"))
 
 
 conf = Settings()

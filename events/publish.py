@@ -1,24 +1,28 @@
 """Publishing: validate, store, then broadcast through the channel layer on commit.
 
+Sync publishers store in their own thread and transaction; once committed, the events
+go to the process's publisher thread (events/broadcaster.py), which sends them to Redis
+on a connection it keeps. Events stored inside one transaction.atomic() block (a loop of
+send_event calls, send_events, an admin action over many rows) go out together in one
+Redis round trip at commit. Async publishers hand their events to a store thread of the
+process that commits what several coroutines sent meanwhile in one transaction
+(events/group_commit.py).
+
 The app is imported before models are ready, so the store is imported inside functions.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
+import threading
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import redis.exceptions
-from asgiref.sync import async_to_sync
-from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.db import transaction
 
-from events import sse
+from events import broadcaster, sse
 from events.conf import conf
-from events.messages import EVENT_MESSAGE, EventMessage, group_name
+from events.messages import EVENT_MESSAGE, EventMessage
 from events.names import validate_channel, validate_event_type
 
 if TYPE_CHECKING:
@@ -27,18 +31,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_EVENT_TYPE = "message"
-# The longest a broadcast may take before it is given up (and logged).
-BROADCAST_TIMEOUT_SECONDS = 5.0
-# After a failed broadcast, publishers of this process skip the layer for this long
-# rather than each waiting up to BROADCAST_TIMEOUT_SECONDS on a Redis that is down (an
-# admin action over 100 rows would otherwise hang for minutes). Skipping loses nothing:
-# the event is stored; every hub compares its position with the store after each
-# liveness ping (events/hub.py, at most PING_INTERVAL_SECONDS apart) and delivers what
-# was never broadcast, and streams that lost the layer resume from the store.
-BREAKER_SECONDS = 2.0
-# What a channel layer that cannot reach Redis raises.
-LAYER_DOWN = (TimeoutError, OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-_skip_until = 0.0
+EVENT_FIELDS = frozenset({"channel", "event", "data", "text"})
+# (channel, type, data as stored, raw): an event checked and ready to store.
+Prepared = tuple[str, str, str, bool]
 # The open events.testing.capture_events() lists: each gets every event sent meanwhile.
 captures: list[list[Event]] = []
 
@@ -87,17 +82,61 @@ def message_for(event: Event) -> EventMessage:
     }
 
 
+def prepare(channel: str, data: Any, event: str = DEFAULT_EVENT_TYPE, raw: bool = False) -> Prepared:
+    """Check an event before anything is stored: ValueError naming what is wrong."""
+    validate_channel(channel)
+    validate_event_type(event)
+    return channel, event, encode_text(data) if raw else encode_payload(data), raw
+
+
+def prepare_item(item: Mapping[str, Any]) -> Prepared:
+    """One element of a bulk send: {"channel": ..., "data": ..., "event": ...} (event
+    optional), or "text" instead of "data" for a raw event (a string sent as is)."""
+    if not isinstance(item, Mapping):
+        kind = type(item).__name__
+        raise ValueError(f'an event must be an object {{"channel": ..., "data": ...}}, not {kind}')
+    if "channel" not in item:
+        raise ValueError("no 'channel' field")
+    fields = [key for key in ("data", "text") if key in item]
+    if not fields:
+        raise ValueError("no 'data' field (or 'text' for text)")
+    if len(fields) > 1:
+        raise ValueError("both 'data' and 'text': send one of them")
+    extra = set(item) - EVENT_FIELDS
+    if extra:
+        raise ValueError(f"unknown field(s): {', '.join(sorted(map(str, extra)))}")
+    raw = fields == ["text"]
+    if raw and not isinstance(item["text"], str):
+        raise ValueError("'text' must be a string (send JSON values as 'data')")
+    return prepare(item["channel"], item[fields[0]], item.get("event", DEFAULT_EVENT_TYPE), raw)
+
+
+def prepare_items(items: Iterable[Mapping[str, Any]]) -> list[Prepared]:
+    """Every element checked (all or nothing): the ValueError names the first bad one."""
+    prepared = []
+    for index, item in enumerate(items):
+        try:
+            prepared.append(prepare_item(item))
+        except ValueError as exc:
+            raise ValueError(f"event {index}: {exc}") from exc
+    return prepared
+
+
 def send_event(channel: str, data: Any, event: str = DEFAULT_EVENT_TYPE, *, raw: bool = False) -> Event:
     """Store an event and broadcast it to every subscriber of `channel`.
 
     `data` is sent as compact JSON; with `raw=True` it must be a string, sent as is (an
     HTML fragment for htmx or Turbo). Inside `transaction.atomic()` the broadcast waits
     for the commit and never happens on rollback. Raises ValueError for a bad channel,
-    type or payload (nothing stored).
+    type or payload (nothing stored). The broadcast runs on the process's publisher
+    thread: this returns once the event is stored (and committed, outside a
+    transaction), without waiting on Redis.
     """
-    validate_channel(channel)
-    validate_event_type(event)
-    return send_encoded(channel, encode_text(data) if raw else encode_payload(data), event, raw=raw)
+    item = prepare(channel, data, event, raw)
+    from events import store
+
+    (stored,) = store_prepared([item], store.append_one(item))
+    return stored
 
 
 def send_encoded(channel: str, encoded: str, event: str = DEFAULT_EVENT_TYPE, *, raw: bool = False) -> Event:
@@ -109,83 +148,146 @@ def send_encoded(channel: str, encoded: str, event: str = DEFAULT_EVENT_TYPE, *,
     size, limit = len(encoded.encode()), conf.max_payload_bytes
     if size > limit:
         raise ValueError(f"event data is {size} bytes, over the limit of {limit} bytes")
+    (stored,) = send_prepared([(channel, event, encoded, raw)])
+    return stored
 
+
+def send_events(items: Iterable[Mapping[str, Any]]) -> list[Event]:
+    """Store several events in one transaction and broadcast them in one Redis round trip.
+
+    Each item is {"channel": ..., "data": ..., "event": ...} ("event" optional; "text"
+    instead of "data" for a raw event); seqs are handed out per channel in the order
+    given. Every item is checked before anything is stored: one bad item raises
+    ValueError naming it, and nothing is sent.
+    """
+    return send_prepared(prepare_items(items))
+
+
+def send_prepared(prepared: list[Prepared]) -> list[Event]:
+    """send_events for items already checked by prepare()."""
+    if not prepared:
+        return []
     from events import store
 
-    stored = store.append(channel, event, encoded, raw=raw)
+    stored = store.append_one(prepared[0]) if len(prepared) == 1 else store.append_many(prepared)
+    return store_prepared(prepared, stored)
+
+
+def store_prepared(prepared: list[Prepared], stored: Event | list[Event]) -> list[Event]:
+    events = stored if isinstance(stored, list) else [stored]
     for outbox in captures:  # events.testing.capture_events(); empty outside tests
-        outbox.append(stored)
-    transaction.on_commit(lambda: _after_commit(stored))
-    return stored
+        outbox.extend(events)
+    after_commit(events)
+    return events
 
 
 async def asend_event(
     channel: str, data: Any, event: str = DEFAULT_EVENT_TYPE, *, raw: bool = False
 ) -> Event:
-    """The async twin of send_event."""
-    # database_sync_to_async: closes the worker thread's stale connections, as a request would.
-    return await database_sync_to_async(send_event)(channel, data, event, raw=raw)
+    """The async twin of send_event. The database work runs on a store thread (the
+    event loop never waits on a query); events that several coroutines send at the same
+    moment are committed together."""
+    from events import group_commit
+
+    (stored,) = await group_commit.submit([prepare(channel, data, event, raw)])
+    return stored
 
 
-def _after_commit(event: Event) -> None:
-    broadcast(event)
-    _maybe_trim(event)
+async def asend_events(items: Iterable[Mapping[str, Any]]) -> list[Event]:
+    """The async twin of send_events."""
+    prepared = prepare_items(items)
+    if not prepared:
+        return []
+    from events import group_commit
+
+    return await group_commit.submit(prepared)
 
 
-def broadcast(event: Event) -> bool:
-    """Send a stored event to the channel layer. Failures are logged, never raised:
-    the event is stored, and clients get it on their next resume."""
-    layer = get_channel_layer()
-    if layer is None:
-        logger.error("no channel layer configured; event %s stored but not broadcast", event.sse_id)
-        return False
-    global _skip_until
-    if time.monotonic() < _skip_until:
-        logger.warning(
-            "broadcast of event %s skipped: the channel layer failed moments ago; "
-            "it is stored and subscribers will get it from the store",
-            event.sse_id,
-        )
-        return False
-    try:
-        async_to_sync(_group_send)(layer, group_name(event.channel), message_for(event))
-    except Exception as exc:
-        if isinstance(exc, LAYER_DOWN):
-            # Only a layer that cannot be reached opens the breaker; a bug elsewhere
-            # must not make every publisher of the process skip broadcasts.
-            _skip_until = time.monotonic() + BREAKER_SECONDS
-        # One line: a publisher in a shell while Redis is down should not see a page of
-        # traceback for an event that is safe. The traceback is there at DEBUG.
-        logger.error(
-            "broadcast of event %s failed (%s); it is stored and will be replayed",
-            event.sse_id,
-            _describe(exc),
-        )
-        logger.debug("broadcast of event %s failed", event.sse_id, exc_info=True)
-        return False
-    return True
+# -- after the commit ----------------------------------------------------------------
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return f"no answer within {BROADCAST_TIMEOUT_SECONDS:g} s"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+def after_commit(events: list[Event]) -> None:
+    """Broadcast and trim once the events are committed: now, outside a transaction;
+    at commit inside one (never on rollback), all of one transaction's events together."""
+    connection = transaction.get_connection()
+    if not connection.in_atomic_block:
+        _committed(events)
+        return
+    batch = getattr(connection, _BATCH_ATTR, None)
+    if batch is None or batch.ran or not connection.run_on_commit:
+        # A new transaction: the last one's hooks have run, or no hook is pending.
+        batch = _CommitBatch()
+        setattr(connection, _BATCH_ATTR, batch)
+    # One hook per call, so that Django drops the hooks of a rolled-back savepoint
+    # (and with them its events); the batch sends what the surviving hooks gathered.
+    connection.on_commit(batch.hook(events))
 
 
-async def _group_send(layer: Any, group: str, message: dict[str, Any]) -> None:
-    # Bounded: an unreachable Redis host must not hang the view or admin action that
-    # published (the event is stored; subscribers get it from the store).
-    await asyncio.wait_for(layer.group_send(group, message), BROADCAST_TIMEOUT_SECONDS)
+_BATCH_ATTR = "_events_commit_batch"
 
 
-def _maybe_trim(event: Event) -> None:
+class _CommitBatch:
+    """The events of one transaction, gathered by their on_commit hooks as they run and
+    sent together by the last one registered. When that last one was rolled back with a
+    savepoint (Django dropped its hook), the publisher thread sends what the others
+    gathered a moment later."""
+
+    LEFTOVER_SECONDS = 0.05
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._registered = 0
+        self._gathered: list[Event] = []
+        self._leftover_timer = False
+        self.ran = False
+
+    def hook(self, events: list[Event]) -> Any:
+        self._registered += 1
+        number = self._registered
+
+        def on_commit() -> None:
+            with self._lock:
+                self.ran = True
+                self._gathered.extend(events)
+                last = number == self._registered
+                arm = not last and not self._leftover_timer
+                self._leftover_timer = self._leftover_timer or arm
+            if last:
+                self.send(trim=True)
+            elif arm:
+                # No trimming from the publisher thread: it would open a database
+                # connection there; the channel's next publish trims.
+                broadcaster.publisher.call_later(self.LEFTOVER_SECONDS, self.send, False)
+
+        return on_commit
+
+    def send(self, trim: bool) -> None:
+        with self._lock:
+            events, self._gathered = self._gathered, []
+        _committed(events, trim=trim)
+
+
+def _committed(events: list[Event], trim: bool = True) -> None:
+    if not events:
+        return
+    broadcaster.submit([message_for(event) for event in events])
+    if trim:
+        _maybe_trim(events)
+
+
+def _maybe_trim(events: list[Event]) -> None:
     keep = conf.history_per_channel
-    # Trim in batches (every tenth of the history) rather than on every publish.
-    if event.seq <= keep or event.seq % max(1, keep // 10):
+    # Trim in batches (every tenth of the history) rather than on every publish: a
+    # channel is trimmed when one of its new seqs is past the history and a multiple of
+    # the batch.
+    step = max(1, keep // 10)
+    due = {event.channel for event in events if event.seq > keep and not event.seq % step}
+    if not due:
         return
     from events import store
 
-    try:
-        store.trim(event.channel, keep)
-    except Exception:
-        logger.exception("trimming channel %r failed", event.channel)
+    for channel in sorted(due):
+        try:
+            store.trim(channel, keep)
+        except Exception:
+            logger.exception("trimming channel %r failed", channel)

@@ -14,10 +14,12 @@ The functions here are synchronous (Django ORM); async callers wrap them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import Min
+from django.utils import timezone
 
 from events.models import Channel, Event
 
@@ -33,13 +35,107 @@ def _bump_sql() -> str:
     )
 
 
+def _insert_sql(seq: str) -> str:
+    """INSERT of one event whose seq is the SQL expression `seq`."""
+    ops = connection.ops
+    table = ops.quote_name(Event._meta.db_table)
+    columns = ", ".join(ops.quote_name(c) for c in ("channel", "seq", "type", "data", "raw", "created"))
+    return f"INSERT INTO {table} ({columns}) SELECT %s, {seq}, %s, %s, %s, %s"
+
+
+def append_one(item: tuple[str, str, str, bool]) -> Event:
+    """append() for a (channel, type, data, raw) item."""
+    channel, event_type, data, raw = item
+    return append(channel, event_type, data, raw=raw)
+
+
 def append(channel: str, event_type: str, data: str, *, raw: bool = False) -> Event:
     """Store one event, assigning the next seq of its channel (`raw`: data is text, not JSON)."""
+    created = timezone.now()
+    at = connection.ops.adapt_datetimefield_value(created)
+    with connection.cursor() as cursor:
+        if connection.features.can_return_columns_from_insert and connection.vendor == "postgresql":
+            # One statement, so one round trip (and its own transaction in autocommit):
+            # the upsert's row lock is held until the statement's transaction ends,
+            # which stores the event too.
+            cursor.execute(
+                f"WITH bumped AS ({_bump_sql()}) {_insert_sql('last_seq')} FROM bumped RETURNING id, seq",
+                [channel, channel, event_type, data, raw, at],
+            )
+            pk, seq = cursor.fetchone()
+        else:
+            # SQLite has no INSERT inside WITH: two statements in one transaction.
+            with transaction.atomic():
+                cursor.execute(_bump_sql(), [channel])
+                (seq,) = cursor.fetchone()
+                cursor.execute(_insert_sql("%s") + " RETURNING id", [channel, seq, event_type, data, raw, at])
+                (pk,) = cursor.fetchone()
+    return Event(id=pk, channel=channel, seq=seq, type=event_type, data=data, raw=raw, created=created)
+
+
+def append_many(items: Sequence[tuple[str, str, str, bool]]) -> list[Event]:
+    """Store (channel, type, data, raw) items in one transaction; each channel's seqs are
+    handed out in the items' order, one upsert for the lot.
+
+    The channel rows are locked in name order. A transaction of the caller's that locked
+    them in another order can still deadlock with it on PostgreSQL; when this is its own
+    transaction (not inside the caller's atomic block), the one the database picked to
+    fail is retried: nothing of it was stored.
+    """
+    for attempt in range(DEADLOCK_RETRIES + 1):
+        try:
+            return _append_many(items)
+        except OperationalError as exc:
+            own = not connection.in_atomic_block
+            if not (own and attempt < DEADLOCK_RETRIES and _is_deadlock(exc)):
+                raise
+    raise AssertionError("unreachable")
+
+
+DEADLOCK_RETRIES = 3
+
+
+def _is_deadlock(exc: Exception) -> bool:
+    # PostgreSQL's SQLSTATE for "deadlock detected", on the driver's error.
+    return getattr(exc.__cause__, "sqlstate", None) == "40P01"
+
+
+def _append_many(items: Sequence[tuple[str, str, str, bool]]) -> list[Event]:
+    counts = Counter(item[0] for item in items)
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(_bump_sql(), [channel])
-            (seq,) = cursor.fetchone()
-        return Event.objects.create(channel=channel, seq=seq, type=event_type, data=data, raw=raw)
+        last = _bump_many(counts)
+        next_seq = {name: last[name] - count + 1 for name, count in counts.items()}
+        events = []
+        for channel, event_type, data, raw in items:
+            events.append(Event(channel=channel, seq=next_seq[channel], type=event_type, data=data, raw=raw))
+            next_seq[channel] += 1
+        return Event.objects.bulk_create(events)
+
+
+def _bump_many(counts: Mapping[str, int]) -> dict[str, int]:
+    table = connection.ops.quote_name(Channel._meta.db_table)
+    name = connection.ops.quote_name("name")
+    last = connection.ops.quote_name("last_seq")
+    # Sorted: two batches lock the channel rows they share in the same order, so they
+    # queue behind each other instead of deadlocking.
+    names = sorted(counts)
+    found: dict[str, int] = {}
+    with connection.cursor() as cursor:
+        for start in range(0, len(names), _BUMP_CHUNK):
+            chunk = names[start : start + _BUMP_CHUNK]
+            values = ", ".join(["(%s, %s)"] * len(chunk))
+            cursor.execute(
+                f"INSERT INTO {table} ({name}, {last}) VALUES {values} "
+                f"ON CONFLICT ({name}) DO UPDATE SET {last} = {table}.{last} + excluded.{last} "
+                f"RETURNING {name}, {last}",
+                [param for channel in chunk for param in (channel, counts[channel])],
+            )
+            found.update(cursor.fetchall())
+    return found
+
+
+# Channels per upsert statement: two parameters each, under SQLite's 999 variables.
+_BUMP_CHUNK = 400
 
 
 def last_seqs(channels: Iterable[str]) -> dict[str, int]:

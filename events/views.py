@@ -26,7 +26,7 @@ from events.conf import conf
 from events.names import channel_error, event_type_error
 from events.policy import publish_denied
 from events.positions import format_position
-from events.publish import send_event
+from events.publish import prepare_items, send_event, send_prepared
 from events.shell import python_command
 
 logger = logging.getLogger(__name__)
@@ -87,8 +87,9 @@ def _authorise(request: HttpRequest, channel: str) -> JsonResponse | None:
     reason = CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})
     if reason is not None:
         return error(403, "CSRF verification failed: send the X-CSRFToken header")
-    # As the admin asks: staff with the add permission, and the publish policy.
-    denied = publish_denied(user, channel)
+    # As the admin asks: staff with the add permission, and the publish policy (for a
+    # list, POST /events/, per channel of the list: _publish_batch).
+    denied = publish_denied(user, channel) if channel else None
     if denied is not None:
         return error(403, denied)
     return None
@@ -117,8 +118,12 @@ def _is_json(content_type: str | None) -> bool:
     return kind in ("", "application/json") or (kind.startswith("application/") and kind.endswith("+json"))
 
 
+BATCH_SHAPE = '[{"channel": "name", "event": "type", "data": ...}, ...]'
+
+
 @csrf_exempt  # checked in _authorise, and only for session-authenticated requests
 def publish(request: HttpRequest, channel: str = "") -> HttpResponse:
+    """POST /events/<channel>/ publishes one event; POST /events/ a list of events."""
     if request.method == "OPTIONS":
         return _with_cors(request, HttpResponse(status=204), preflight=True)
     if request.method in ("GET", "HEAD"):
@@ -128,7 +133,7 @@ def publish(request: HttpRequest, channel: str = "") -> HttpResponse:
         return _with_cors(
             request, error(405, f"{request.method} is not allowed here", Allow="GET, POST, OPTIONS")
         )
-    problem = channel_error(channel) if channel else "no channel: publish to /events/<channel>/"
+    problem = channel_error(channel) if channel else None
     if problem:
         return _with_cors(request, error(400, problem))
     denied = _authorise(request, channel)
@@ -147,28 +152,59 @@ def publish(request: HttpRequest, channel: str = "") -> HttpResponse:
         return _with_cors(request, error(413, "the body is larger than the server accepts"))
     except (ValueError, UnicodeDecodeError, RecursionError):
         return _with_cors(request, error(400, "the body is not valid JSON"))
+    answer = _publish_one(channel, body) if channel else _publish_batch(request, body)
+    return _with_cors(request, answer)
+
+
+def _publish_one(channel: str, body: Any) -> JsonResponse:
     if not isinstance(body, dict):
-        return _with_cors(
-            request, error(400, 'the body must be a JSON object: {"event": "type", "data": ...}')
-        )
+        return error(400, 'the body must be a JSON object: {"event": "type", "data": ...}')
     # "data": any JSON value, sent as JSON; "text": a string sent as is (raw).
     fields = [name for name in ("data", "text") if name in body]
     if not fields:
-        reason = 'the body has no "data" field: {"event": "type", "data": ...} (or "text": "..." for text)'
-        return _with_cors(request, error(400, reason))
+        return error(
+            400, 'the body has no "data" field: {"event": "type", "data": ...} (or "text": "..." for text)'
+        )
     if len(fields) > 1:
-        return _with_cors(request, error(400, 'the body has both "data" and "text": send one of them'))
+        return error(400, 'the body has both "data" and "text": send one of them')
     extra = set(body) - {"event", "data", "text"}
     if extra:
-        return _with_cors(request, error(400, f"unknown field(s): {', '.join(sorted(extra))}"))
+        return error(400, f"unknown field(s): {', '.join(sorted(extra))}")
     raw = fields == ["text"]
     if raw and not isinstance(body["text"], str):
-        return _with_cors(request, error(400, '"text" must be a string (send JSON values as "data")'))
+        return error(400, '"text" must be a string (send JSON values as "data")')
     try:
         event = send_event(channel, body[fields[0]], event=body.get("event", "message"), raw=raw)
     except ValueError as exc:
-        return _with_cors(request, error(400, str(exc)))
-    return _with_cors(request, JsonResponse({"id": event.sse_id}, status=201))
+        return error(400, str(exc))
+    return JsonResponse({"id": event.sse_id}, status=201)
+
+
+def _publish_batch(request: HttpRequest, body: Any) -> JsonResponse:
+    """A list of events, stored in one transaction and broadcast in one round trip; all or
+    nothing: one bad element is a 400 naming it (a channel a session may not publish to,
+    a 403), and nothing is stored."""
+    if not isinstance(body, list):
+        return error(
+            400, f"POST /events/ takes a JSON list of events: {BATCH_SHAPE} (or POST /events/<channel>/)"
+        )
+    if not body:
+        return error(400, f"the list is empty: {BATCH_SHAPE}")
+    limit = conf.max_batch
+    if len(body) > limit:
+        return error(400, f"{len(body)} events in one request, over the limit of {limit}")
+    try:
+        prepared = prepare_items(body)
+    except ValueError as exc:
+        return error(400, str(exc))
+    if _bearer_token(request) is None:
+        # A staff session: the publish policy for every channel of the list, as for one.
+        for name in dict.fromkeys(item[0] for item in prepared):
+            denied = publish_denied(request.user, name)
+            if denied is not None:
+                return error(403, denied)
+    events = send_prepared(prepared)
+    return JsonResponse({"ids": [event.sse_id for event in events]}, status=201)
 
 
 def _feed_channels(request: HttpRequest) -> list[str] | JsonResponse:

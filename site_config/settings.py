@@ -144,7 +144,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Publishers in several processes share one SQLite file: wait for the write lock
     # instead of failing with "database is locked", and take it at BEGIN so that the
     # per-channel sequence upsert never deadlocks a read-then-write transaction.
-    DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+    # WAL with synchronous=NORMAL: a commit is an append to the log, not an fsync of the
+    # database (several times faster per published event). Committed events survive the
+    # process crashing; only a power loss can take back the last moments' commits.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+    }
     # A file, not memory, so that the daphne processes the tests start share it; one per
     # test run, so that two runs never write to each other's database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3")}

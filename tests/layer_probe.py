@@ -13,6 +13,7 @@ import redis
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from events import broadcaster
 from events.messages import group_name
 
 
@@ -24,6 +25,9 @@ class GroupListener:
         self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
 
     def __enter__(self) -> GroupListener:
+        # Events published before the listener opens go out before it listens: the
+        # publisher thread sends them a moment after send_event returns.
+        broadcaster.flush(10)
         self.pubsub.subscribe(self.redis_channel)
         # Wait for the subscription to be confirmed before anything is published.
         deadline = time.monotonic() + 5

@@ -1,8 +1,8 @@
-"""The benchmark's smoke mode (issue 6): `python -m bench --smoke` runs our product at a
-tiny size (a private Redis, daphne, the load generator and a publisher, each its own
-process) and must finish with every stream answered 200 and every event delivered
-exactly once. Only completion and delivery counts are asserted, never a timing: the
-figures belong to `make bench`.
+"""The benchmark's smoke mode: `python -m bench --smoke` runs our product at a tiny
+size (a private Redis, daphne, the load generator and a publisher, each its own
+process), then each publishing path with a few events, and must finish with every
+stream answered 200 and every event delivered exactly once. Only completion and delivery
+counts are asserted, never a timing: the figures belong to `make bench`.
 """
 
 from __future__ import annotations
@@ -38,3 +38,15 @@ def test_bench_smoke_delivers_every_event_exactly_once(tmp_path):
         assert case[phase]["lost"] == 0, case[phase]
         assert case[phase]["duplicated"] == 0, case[phase]
         assert case[phase]["deliveries"] == case[phase]["expected"] > 0, case[phase]
+    # The publishing section: every event each publishing path stored reached the
+    # channel layer exactly once, and every HTTP publish was answered 201.
+    rows = results["publishing"]
+    labels = [row["label"] for row in rows]
+    for path in ("send_event", "asend_event, 10 coroutines", "send_events, lists of 100", "POST /events/"):
+        assert any(label.startswith(path) for label in labels), labels
+    for row in rows:
+        if "statuses" in row:
+            assert row["statuses"] == {"201": row["requests"]} and row["requests"] > 0, row
+            continue
+        assert row["count"] > 0, row
+        assert (row["received"], row["lost"], row["duplicated"]) == (row["count"], 0, 0), row

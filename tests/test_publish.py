@@ -15,7 +15,7 @@ from channels.layers import channel_layers
 from django.db import transaction
 from django.test import override_settings
 
-from events import asend_event, send_event
+from events import asend_event, broadcaster, send_event
 from events.models import Channel, Event
 from tests.layer_probe import GroupListener
 from tests.servers import free_port
@@ -275,6 +275,7 @@ def test_failed_broadcast_is_logged_and_the_event_kept(dead_layer: None, caplog)
     name = channel()
     with caplog.at_level(logging.ERROR, logger="events"):
         event = send_event(name, {"kept": True})
+        broadcaster.flush()
     assert event.sse_id == f"{name}:1"
     assert stored(name) == [(1, "message", '{"kept":true}')]
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("events")]
@@ -290,9 +291,7 @@ def test_a_redis_that_never_answers_does_not_hang_the_publisher(monkeypatch, cap
 
     from django.conf import settings
 
-    from events import publish
-
-    monkeypatch.setattr(publish, "BROADCAST_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(broadcaster, "BROADCAST_TIMEOUT_SECONDS", 0.5)
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
@@ -305,6 +304,7 @@ def test_a_redis_that_never_answers_does_not_hang_the_publisher(monkeypatch, cap
                 name = channel()
                 started = time.monotonic()
                 event = send_event(name, "kept")
+                broadcaster.flush()
                 took = time.monotonic() - started
         finally:
             channel_layers.backends.clear()
@@ -318,6 +318,7 @@ def test_failed_broadcast_is_one_line_at_error_traceback_at_debug(dead_layer: No
     name = channel()
     with caplog.at_level(logging.ERROR, logger="events"):
         send_event(name, 1)
+        broadcaster.flush()
     [record] = [r for r in caplog.records if r.name == "events.publish"]
     assert record.exc_info is None
     assert "\n" not in record.getMessage()
@@ -327,41 +328,43 @@ def test_failed_broadcast_is_one_line_at_error_traceback_at_debug(dead_layer: No
 def test_after_a_failure_publishers_skip_the_layer_for_a_moment(
     dead_layer: None, caplog, monkeypatch
 ) -> None:
-    """While Redis is down, only the first publish waits on it; the next ones within
-    BREAKER_SECONDS are stored and skip the broadcast (the hubs deliver them from the store)."""
-    from events import publish
-
+    """While Redis is down, only the first batch waits on it; the next ones within
+    BREAKER_SECONDS are stored and skip the broadcast (the hubs deliver them from the store).
+    Each event is named in exactly one log line (failed or skipped)."""
     attempts = []
-    real = publish._group_send
+    real = broadcaster.send_batch
 
-    async def counting(*args):
-        attempts.append(args[1])
-        await real(*args)
+    async def counting(layer, batch):
+        attempts.append(batch)
+        await real(layer, batch)
 
-    monkeypatch.setattr(publish, "_group_send", counting)
+    monkeypatch.setattr(broadcaster, "send_batch", counting)
     name = channel()
     with caplog.at_level(logging.WARNING, logger="events"):
         events = [send_event(name, n) for n in range(5)]
+        broadcaster.flush()
     assert [e.seq for e in events] == [1, 2, 3, 4, 5]
     assert len(attempts) == 1
-    skipped = [r for r in caplog.records if "skipped" in r.getMessage()]
-    assert [f"{name}:{n}" in r.getMessage() for n, r in zip(range(2, 6), skipped, strict=True)] == [True] * 4
+    lines = [r.getMessage() for r in caplog.records if r.name == "events.publish"]
+    assert all("failed" in line or "skipped" in line for line in lines), lines
+    for seq in range(1, 6):
+        assert sum(f"{name}:{seq}" in line for line in lines) == 1, lines
 
 
 def test_an_error_other_than_an_unreachable_layer_does_not_open_the_breaker(monkeypatch, caplog) -> None:
-    from events import publish
-
     attempts = []
 
-    async def broken(*args):
-        attempts.append(args[1])
+    async def broken(layer, batch):
+        attempts.append(batch)
         raise TypeError("a bug, not an outage")
 
-    monkeypatch.setattr(publish, "_group_send", broken)
+    monkeypatch.setattr(broadcaster, "send_batch", broken)
     name = channel()
     with caplog.at_level(logging.ERROR, logger="events"):
         send_event(name, 1)
+        broadcaster.flush()
         send_event(name, 2)
+        broadcaster.flush()
     assert len(attempts) == 2
     assert "TypeError: a bug, not an outage" in caplog.text
 
@@ -369,12 +372,11 @@ def test_an_error_other_than_an_unreachable_layer_does_not_open_the_breaker(monk
 def test_publishing_recovers_after_a_failed_broadcast(caplog, monkeypatch) -> None:
     """After the layer comes back (and the breaker's moment has passed), the next event
     is broadcast with the next seq."""
-    from events import publish
-
-    monkeypatch.setattr(publish, "BREAKER_SECONDS", 0.2)
+    monkeypatch.setattr(broadcaster, "BREAKER_SECONDS", 0.2)
     name = channel()
     with layer_without_redis(), caplog.at_level(logging.ERROR, logger="events"):
         send_event(name, "lost live, kept stored")
+        broadcaster.flush()
     assert any(f"{name}:1" in r.getMessage() for r in caplog.records)
     time.sleep(0.3)
     with GroupListener(name) as listener:

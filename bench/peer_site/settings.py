@@ -66,9 +66,24 @@ DATABASES = {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": str(VAR_DIR / "eventstream.sqlite3"),
         # The same SQLite settings as our product's, so neither waits differently.
-        "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+        "OPTIONS": {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+        },
     }
 }
+# The publishing section (bench/publishing.py) runs the peer on PostgreSQL too.
+_pg = urlparse(os.environ.get("PEER_DATABASE_URL", ""))
+if _pg.scheme.startswith("postgres"):
+    DATABASES["default"] = {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": _pg.path.lstrip("/"),
+        "USER": _pg.username or "",
+        "PASSWORD": _pg.password or "",
+        "HOST": _pg.hostname or "",
+        "PORT": _pg.port or "",
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
 STATIC_URL = "static/"
@@ -78,4 +93,7 @@ EVENTSTREAM_REDIS = {
     "port": _redis.port or 6379,
     "db": int(_redis.path.strip("/") or 0),
 }
-EVENTSTREAM_STORAGE_CLASS = "django_eventstream.storage.DjangoModelStorage"
+# Without the setting (not None: it must be absent), its send_event stores nothing and
+# only publishes to Redis: the publishing section's "no storage" case.
+if not os.environ.get("PEER_NO_STORAGE"):
+    EVENTSTREAM_STORAGE_CLASS = "django_eventstream.storage.DjangoModelStorage"

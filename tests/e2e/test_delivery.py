@@ -22,7 +22,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import channel_layers
 from django.conf import settings as django_settings
 
-from events import send_event, store
+from events import broadcaster, send_event, store
 from tests.e2e.sse_client import ResumingClient, Subscriber
 from tests.servers import ROOT, Daphne, RedisServer
 
@@ -147,6 +147,7 @@ async def test_redis_outage_loses_nothing(private_redis: RedisServer, server_env
         # Publishing while Redis is down stores the event and logs; it does not raise.
         stored = await sync_to_async(send_event)(name, 2)
         assert stored.seq == 2
+        await sync_to_async(broadcaster.flush)()  # the publisher thread has tried and logged
         assert "broadcast of event" in caplog.text
         before = client.connections
         # The stream notices the layer is gone and ends; the client keeps retrying.

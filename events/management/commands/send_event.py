@@ -5,6 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from events import broadcaster
 from events.publish import send_event
 
 
@@ -30,6 +31,9 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         except Exception as exc:
             raise CommandError(f"could not store the event: {exc}") from exc
+        # The broadcast runs on the publisher thread: wait for it before the process
+        # exits (the exit hook would too; this keeps a failure's log line before the id).
+        broadcaster.flush(broadcaster.EXIT_FLUSH_SECONDS)
         self.stdout.write(stored.sse_id)
 
     def _payload(self, data: str) -> Any:

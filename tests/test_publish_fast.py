@@ -1,0 +1,421 @@
+"""Publishing fast: send_events/asend_events, a transaction's events in one round trip,
+async publishers sharing commits, POST /events/ with a list, the publisher thread
+across forks and process exit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+import redis.asyncio.client
+from django.db import transaction
+from django.test import Client
+
+from events import asend_event, asend_events, broadcaster, send_event, send_events
+from events.models import Event
+from tests.layer_probe import GroupListener
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ROOT = Path(__file__).resolve().parents[1]
+ARRIVE = 3.0
+QUIET = 0.5
+TOKEN = "s3cret-publish-token"
+
+
+def channel() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+def stored(name: str) -> list[tuple[int, str, str]]:
+    return list(Event.objects.filter(channel=name).order_by("seq").values_list("seq", "type", "data"))
+
+
+@pytest.fixture
+def batches(monkeypatch) -> list[list[str]]:
+    """The ids of each batch the publisher thread sends, in order."""
+    sent: list[list[str]] = []
+    real = broadcaster.send_batch
+
+    async def recording(layer, batch):
+        sent.append([f"{m['channel']}:{m['seq']}" for m in batch])
+        await real(layer, batch)
+
+    monkeypatch.setattr(broadcaster, "send_batch", recording)
+    return sent
+
+
+@pytest.fixture
+def round_trips(monkeypatch) -> dict[str, int]:
+    """Redis commands the channel layer issues: pipelines executed and lone PUBLISHes."""
+    counts = {"pipelines": 0, "publishes": 0}
+    real_execute = redis.asyncio.client.Pipeline.execute
+    real_publish = redis.asyncio.client.Redis.publish
+
+    async def execute(self, *args, **kwargs):
+        counts["pipelines"] += 1
+        return await real_execute(self, *args, **kwargs)
+
+    def publish(self, *args, **kwargs):
+        if not isinstance(self, redis.asyncio.client.Pipeline):
+            counts["publishes"] += 1
+        return real_publish(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.asyncio.client.Pipeline, "execute", execute)
+    monkeypatch.setattr(redis.asyncio.client.Redis, "publish", publish)
+    return counts
+
+
+# -- send_events -----------------------------------------------------------------------
+
+
+def test_send_events_stores_in_order_and_broadcasts_in_one_round_trip(round_trips) -> None:
+    a, b = channel(), channel()
+    send_event(a, "before")
+    broadcaster.flush()
+    round_trips.update(pipelines=0, publishes=0)
+    items = [{"channel": a if n % 3 else b, "data": {"n": n}, "event": f"t{n % 2}"} for n in range(30)]
+    with GroupListener(a) as on_a, GroupListener(b) as on_b:
+        events = send_events(items)
+        broadcaster.flush()
+        got_a = on_a.messages(count=20, timeout=ARRIVE)
+        got_b = on_b.messages(count=10, timeout=ARRIVE)
+    # Seqs per channel in the order given, after what the channel had.
+    assert [e.sse_id for e in events if e.channel == a] == [f"{a}:{seq}" for seq in range(2, 22)]
+    assert [e.sse_id for e in events if e.channel == b] == [f"{b}:{seq}" for seq in range(1, 11)]
+    assert all(e.pk for e in events)
+    assert [json.loads(e.data)["n"] for e in events] == list(range(30))
+    assert stored(b) == [(i + 1, f"t{n % 2}", f'{{"n":{n}}}') for i, n in enumerate(range(0, 30, 3))]
+    assert [(m["seq"], m["data"]) for m in got_a] == [(e.seq, e.data) for e in events if e.channel == a]
+    assert [m["seq"] for m in got_b] == list(range(1, 11))
+    assert round_trips == {"pipelines": 1, "publishes": 0}
+
+
+def test_send_events_checks_every_item_before_storing_any() -> None:
+    a = channel()
+    cases = [
+        ([{"channel": a, "data": 1}, {"channel": "bad name", "data": 2}], r"^event 1: channel 'bad name'"),
+        ([{"channel": a, "data": 1}, {"channel": a}], r"^event 1: no 'data' field"),
+        ([{"data": 1}], r"^event 0: no 'channel' field"),
+        ([{"channel": a, "data": 1, "type": "x"}], r"^event 0: unknown field\(s\): type"),
+        ([{"channel": a, "data": object()}], r"^event 0: event data is not JSON-serialisable"),
+        ([{"channel": a, "data": 1, "event": "a b"}], r"^event 0: event type 'a b' may only contain"),
+        ([[a, 1]], r"^event 0: an event must be an object"),
+    ]
+    for items, match in cases:
+        with pytest.raises(ValueError, match=match):
+            send_events(items)
+    assert stored(a) == []
+    assert send_events([]) == []
+
+
+def test_a_transactions_events_go_out_together_at_commit(batches) -> None:
+    a, b = channel(), channel()
+    with GroupListener(a) as listener:
+        with transaction.atomic():
+            for n in range(20):
+                send_event(a if n % 2 else b, n)
+            send_events([{"channel": a, "data": "bulk"}])
+            broadcaster.flush()
+            assert batches == []
+            assert listener.messages(timeout=QUIET) == []
+        broadcaster.flush()
+        received = listener.messages(count=11, timeout=ARRIVE)
+    assert len(batches) == 1
+    assert batches[0] == [f"{b if n % 2 == 0 else a}:{n // 2 + 1}" for n in range(20)] + [f"{a}:11"]
+    assert [m["seq"] for m in received] == list(range(1, 12))
+
+
+def test_a_rolled_back_savepoint_drops_its_events_from_the_batch(batches) -> None:
+    a = channel()
+    with transaction.atomic():
+        send_event(a, "kept")
+        with pytest.raises(RuntimeError), transaction.atomic():
+            send_events([{"channel": a, "data": "dropped"}, {"channel": a, "data": "dropped too"}])
+            raise RuntimeError
+        send_event(a, "also kept")
+    broadcaster.flush()
+    assert batches == [[f"{a}:1", f"{a}:2"]]
+    assert [row[2] for row in stored(a)] == ['"kept"', '"also kept"']
+
+
+def test_a_batch_whose_last_event_was_rolled_back_is_still_sent(batches) -> None:
+    a = channel()
+    with GroupListener(a) as listener:
+        with transaction.atomic():
+            send_event(a, "kept")
+            send_event(a, "kept too")
+            with pytest.raises(RuntimeError), transaction.atomic():
+                send_event(a, "dropped")
+                raise RuntimeError
+        received = listener.messages(count=2, timeout=ARRIVE)
+        assert listener.messages(timeout=QUIET) == []
+    assert [(m["seq"], m["data"]) for m in received] == [(1, '"kept"'), (2, '"kept too"')]
+    assert [ids for batch in batches for ids in batch] == [f"{a}:1", f"{a}:2"]
+
+
+def test_a_rolled_back_transaction_sends_nothing_and_the_next_one_its_own(batches) -> None:
+    a = channel()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        send_events([{"channel": a, "data": n} for n in range(3)])
+        raise RuntimeError
+    with transaction.atomic():
+        send_event(a, "next")
+    broadcaster.flush()
+    assert batches == [[f"{a}:1"]]
+    assert stored(a) == [(1, "message", '"next"')]
+
+
+def test_bulk_send_while_redis_is_down_stores_and_logs_one_line(caplog) -> None:
+    from tests.test_publish import layer_without_redis
+
+    a = channel()
+    with layer_without_redis(), caplog.at_level(logging.WARNING, logger="events"):
+        events = send_events([{"channel": a, "data": n} for n in range(50)])
+        broadcaster.flush()
+    assert [e.seq for e in events] == list(range(1, 51))
+    assert len(stored(a)) == 50
+    lines = [r for r in caplog.records if r.name == "events.publish"]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert "50 events" in lines[0].getMessage() and "stored" in lines[0].getMessage()
+    assert lines[0].exc_info is None
+
+
+# -- asend_event(s) ----------------------------------------------------------------------
+
+
+async def test_concurrent_asend_event_calls_share_commits_and_keep_their_order(batches) -> None:
+    a = channel()
+
+    async def publisher(k: int) -> list[Event]:
+        return [await asend_event(a, {"k": k, "i": i}) for i in range(20)]
+
+    with GroupListener(a) as listener:
+        results = await asyncio.gather(*(publisher(k) for k in range(10)))
+        await asyncio.to_thread(broadcaster.flush)
+        received = await asyncio.to_thread(listener.messages, count=200, timeout=ARRIVE)
+    # Each coroutine got its own events back, in the order it sent them.
+    for k, events in enumerate(results):
+        assert [json.loads(e.data) for e in events] == [{"k": k, "i": i} for i in range(20)]
+        assert [e.seq for e in events] == sorted(e.seq for e in events)
+    seqs = sorted(e.seq for events in results for e in events)
+    assert seqs == list(range(1, 201))
+    assert sorted(m["seq"] for m in received) == list(range(1, 201))
+    # Shared: fewer broadcast batches (one per commit round at most) than events.
+    assert len(batches) < 200
+
+
+async def test_asend_events_stores_and_validates_all_or_nothing() -> None:
+    a, b = channel(), channel()
+    with pytest.raises(ValueError, match=r"^event 1: "):
+        await asend_events([{"channel": a, "data": 1}, {"channel": a, "data": 1, "extra": 2}])
+    events = await asend_events(
+        [{"channel": a, "data": 1}, {"channel": b, "data": 2}, {"channel": a, "data": 3}]
+    )
+    assert [e.sse_id for e in events] == [f"{a}:1", f"{b}:1", f"{a}:2"]
+    assert await asend_events([]) == []
+    assert await Event.objects.filter(channel=a).acount() == 2
+
+
+async def test_asend_event_does_not_block_the_event_loop() -> None:
+    """While events are stored, the loop keeps running other tasks: the store works on
+    its own thread."""
+    a = channel()
+    ticks = 0
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    for n in range(30):
+        await asend_event(a, n)
+    stop.set()
+    await task
+    # Every await of asend_event let the ticker run at least once.
+    assert ticks >= 30
+
+
+# -- POST /events/ -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def token(settings) -> str:
+    settings.EVENTS_PUBLISH_TOKEN = TOKEN
+    return TOKEN
+
+
+def post_list(client: Client, body: object, token: str = TOKEN):
+    raw = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    return client.post(
+        "/events/", raw, content_type="application/json", headers={"Authorization": f"Bearer {token}"}
+    )
+
+
+def test_post_a_list_stores_and_broadcasts_every_event(client: Client, token: str) -> None:
+    a, b = channel(), channel()
+    body = [
+        {"channel": a, "event": "one", "data": {"n": 1}},
+        {"channel": b, "data": [2]},
+        {"channel": a, "event": "three", "data": 3},
+    ]
+    with GroupListener(a) as listener:
+        response = post_list(client, body)
+        received = listener.messages(count=2, timeout=ARRIVE)
+    assert response.status_code == 201, response.content
+    assert response.json() == {"ids": [f"{a}:1", f"{b}:1", f"{a}:2"]}
+    assert stored(a) == [(1, "one", '{"n":1}'), (2, "three", "3")]
+    assert [(m["seq"], m["event"]) for m in received] == [(1, "one"), (2, "three")]
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        ({"channel": "x", "data": 1}, "takes a JSON list of events"),
+        ([], "the list is empty"),
+        ([{"channel": "ok", "data": 1}, {"channel": "bad name", "data": 1}], "event 1: channel 'bad name'"),
+        ([{"channel": "ok", "data": 1}, {"channel": "ok"}], "event 1: no 'data' field"),
+        ([{"channel": "ok", "data": 1, "typo": 1}], r"event 0: unknown field(s): typo"),
+        ([{"channel": "ok", "data": 1}, 7], "event 1: an event must be an object"),
+        ([{"channel": 5, "data": 1}], "event 0: channel must be a string"),
+    ],
+    ids=["object", "empty", "bad-channel", "no-data", "unknown-field", "not-an-object", "int-channel"],
+)
+def test_post_a_bad_list_is_400_and_stores_nothing(client: Client, token: str, body, match: str) -> None:
+    before = Event.objects.count()
+    response = post_list(client, body)
+    assert response.status_code == 400, response.content
+    assert match in response.json()["error"]
+    assert Event.objects.count() == before
+
+
+def test_post_more_than_the_batch_limit_is_400(client: Client, token: str, settings) -> None:
+    settings.EVENTS_MAX_BATCH = 3
+    a = channel()
+    response = post_list(client, [{"channel": a, "data": n} for n in range(4)])
+    assert response.status_code == 400
+    assert response.json() == {"error": "4 events in one request, over the limit of 3"}
+    assert post_list(client, [{"channel": a, "data": n} for n in range(3)]).status_code == 201
+    assert [row[0] for row in stored(a)] == [1, 2, 3]
+
+
+def test_post_a_list_needs_the_same_credentials(client: Client, token: str) -> None:
+    a = channel()
+    assert post_list(client, [{"channel": a, "data": 1}], token="wrong").status_code == 403
+    response = client.post("/events/", "[]", content_type="application/json")
+    assert response.status_code == 401
+    assert stored(a) == []
+
+
+# -- the publisher thread: forks and exit ---------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_forked_child_broadcasts_through_its_own_thread() -> None:
+    """The parent's publisher thread does not exist in a forked child (gunicorn
+    --preload, Celery prefork): the child starts its own, and drops nothing it sends."""
+    from events.publish import message_for
+
+    a = channel()
+    send_event(a, "parent")  # the parent's thread is running
+    broadcaster.flush()
+    with GroupListener(a) as listener:
+        pid = os.fork()
+        if pid == 0:  # the child: no database, only the broadcast
+            try:
+                broadcaster.submit([message_for(Event(channel=a, seq=99, type="message", data='"child"'))])
+                os._exit(0 if broadcaster.flush(10) else 1)
+            finally:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+        received = listener.messages(count=1, timeout=ARRIVE)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert [(m["seq"], m["data"]) for m in received] == [(99, '"child"')]
+
+
+def test_a_script_that_exits_right_after_send_event_still_broadcasts(server_env: dict[str, str]) -> None:
+    a = channel()
+    script = textwrap.dedent(
+        f"""
+        import django
+        django.setup()
+        from events import send_event, send_events
+        send_events([{{"channel": {a!r}, "data": n}} for n in range(5)])
+        print(send_event({a!r}, "last").sse_id)
+        """
+    )
+    with GroupListener(a) as listener:
+        completed = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=ROOT,
+            env=server_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        received = listener.messages(count=6, timeout=ARRIVE)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == f"{a}:6"
+    assert [m["seq"] for m in received] == [1, 2, 3, 4, 5, 6]
+
+
+def test_lists_take_raw_text_events_too(client: Client, token: str) -> None:
+    a = channel()
+    with GroupListener(a) as listener:
+        events = send_events([{"channel": a, "text": "<b>one</b>"}, {"channel": a, "data": {"n": 2}}])
+        response = post_list(client, [{"channel": a, "event": "row", "text": "<i>three</i>\r\nfour"}])
+        received = listener.messages(count=3, timeout=ARRIVE)
+    assert [e.raw for e in events] == [True, False]
+    assert response.status_code == 201, response.content
+    assert [(m["seq"], m["data"]) for m in received] == [
+        (1, "<b>one</b>"),
+        (2, '{"n":2}'),
+        (3, "<i>three</i>\nfour"),
+    ]
+    assert [row[1:] for row in Event.objects.filter(channel=a).order_by("seq").values_list("seq", "raw")] == [
+        (True,),
+        (False,),
+        (True,),
+    ]
+    for bad, match in [
+        ({"channel": a, "text": 5}, "'text' must be a string"),
+        ({"channel": a, "text": "x", "data": 1}, "both 'data' and 'text'"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            send_events([bad])
+
+
+def test_a_session_posting_a_list_needs_the_publish_policy_for_every_channel(django_user_model) -> None:
+    from django.contrib.auth.models import Permission
+
+    staff = django_user_model.objects.create_user("lister", password="pw", is_staff=True)
+    session = Client()
+    session.force_login(staff)
+    a = channel()
+    body = [{"channel": a, "data": 1}]
+    # Staff without the add permission: refused.
+    assert post_session(session, body).status_code == 403
+    staff.user_permissions.add(Permission.objects.get(codename="add_event"))
+    session.force_login(django_user_model.objects.get(pk=staff.pk))
+    # A private-* channel anywhere in the list: only superusers (the default policy).
+    response = post_session(session, [*body, {"channel": f"private-{a}", "data": 2}])
+    assert response.status_code == 403
+    assert f"private-{a}" in response.json()["error"]
+    assert stored(a) == []
+    assert post_session(session, body).status_code == 201
+    assert [row[0] for row in stored(a)] == [1]
+
+
+def post_session(client: Client, body: object):
+    return client.post("/events/", json.dumps(body), content_type="application/json")
