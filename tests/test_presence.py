@@ -16,7 +16,7 @@ from channels.layers import channel_layers
 from django.conf import settings as django_settings
 from django.test import Client, override_settings
 
-from events import presence
+from events import presence, redis_clients
 from routing import build_application
 from site_config.asgi import application
 from tests.servers import free_port
@@ -30,7 +30,9 @@ def channel() -> str:
 
 
 def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(presence.redis_url())
+    host = presence.redis_host()
+    assert host is not None
+    return redis_clients.sync_client(host)
 
 
 def hub_like(**counts: int) -> SimpleNamespace:
@@ -303,19 +305,3 @@ def test_good_ttl_passes(settings, value) -> None:
 
     settings.EVENTS_PRESENCE_TTL_SECONDS = value
     assert check_settings() == []
-
-
-@pytest.mark.parametrize(
-    ("host", "url"),
-    [
-        ("redis://r.example:6380/2", "redis://r.example:6380/2"),
-        ({"address": "rediss://r.example:6380/0", "ssl_cert_reqs": None}, "rediss://r.example:6380/0"),
-        (("r.example", 6379), "redis://r.example:6379/0"),
-        (["r.example", 6379], "redis://r.example:6379/0"),
-    ],
-    ids=["url", "dict", "tuple", "list"],
-)
-def test_redis_url_from_every_host_form_channels_redis_takes(settings, host, url) -> None:
-    layer = settings.CHANNEL_LAYERS["default"]
-    settings.CHANNEL_LAYERS = {"default": {**layer, "CONFIG": {**layer["CONFIG"], "hosts": [host]}}}
-    assert presence.redis_url() == url
