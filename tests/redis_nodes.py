@@ -74,7 +74,7 @@ class RedisProcess:
 
 
 def _plain(port: int) -> Callable[[], redis.Redis]:
-    return lambda: redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)
+    return lambda: redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
 
 
 def _server_args(port: int, workdir: Path) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 import httpx
@@ -95,6 +96,9 @@ class ResumingClient:
         self.drop_every = drop_every
         self.pause = pause
         self.events: list[Any] = []
+        # time.time() at which each of `events` arrived (wall clock: comparable with a
+        # timestamp another process put in the event).
+        self.arrived: list[float] = []
         self.last_id: str | None = None
         self.connections = 0
         self.failures = 0
@@ -130,6 +134,7 @@ class ResumingClient:
                                     if sse.event == "stream-reset":
                                         self.resets += 1
                                     self.events.append(sse)
+                                    self.arrived.append(time.time())
                                     received += 1
                                     if self.drop_every and received >= self.drop_every:
                                         break
