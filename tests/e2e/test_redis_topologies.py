@@ -130,6 +130,12 @@ async def test_sentinel_failover_loses_nothing(sentinels: SentinelSetup, server_
         for client in clients:
             await client.wait_for(lambda events: len(events) >= count, 30)
         await asyncio.sleep(0.5)  # nothing more (a duplicate) arrives
+        # Subscriber counts follow the Sentinels too: written to and read from the new master.
+        use_layer(sentinels.url)
+        deadline = time.monotonic() + 10
+        while (await asyncio.to_thread(presence.counts))["channels"].get(name) != len(clients):
+            assert time.monotonic() < deadline, "subscriber counts did not reach the new master"
+            await asyncio.sleep(0.2)
     finally:
         if publisher is not None and publisher.poll() is None:
             publisher.kill()
