@@ -250,12 +250,16 @@ def tls_redis() -> Iterator[tuple[RedisProcess, Path]]:
             "no redis-server built with TLS here (tests/test_layers.py checks the rediss:// settings)"
         )
     workdir = Path(tempfile.mkdtemp(prefix="events-test-tls-"))
-    # A throwaway CA and a server certificate for 127.0.0.1, valid for a day.
+    # A throwaway CA and a server certificate for 127.0.0.1, valid for a day, with the
+    # extensions Python 3.13's strict verification (VERIFY_X509_STRICT) wants: key usage
+    # on the CA, an authority key identifier on the server's.
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=events test CA",
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign",
              "-keyout", "ca.key", "-out", "ca.crt", cwd=workdir)  # fmt: skip
     _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
              "-keyout", "server.key", "-out", "server.csr", cwd=workdir)  # fmt: skip
-    (workdir / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    (workdir / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\nauthorityKeyIdentifier=keyid,issuer\n")
     _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
              "-days", "1", "-extfile", "san.cnf", "-out", "server.crt", cwd=workdir)  # fmt: skip
     port = free_port()
