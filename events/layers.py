@@ -88,8 +88,8 @@ def sentinel_host(url: str) -> dict[str, Any]:
     if not sentinels:
         raise ValueError(f"{_redact(url)!r} names no Sentinel (host:port after //)")
     path = [unquote(part) for part in parts.path.split("/") if part]
-    if not path or len(path) > 2:
-        raise ValueError(f"{_redact(url)!r} must end in /<master name> or /<master name>/<db>")
+    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise ValueError(f"{_redact(url)!r} must end in /<master name> or /<master name>/<db number>")
     master = path[0]
     sentinel_options: dict[str, str] = {}
     master_options: list[tuple[str, str]] = []

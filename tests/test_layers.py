@@ -119,6 +119,7 @@ def test_rediss_url_reaches_redis_py_as_tls() -> None:
         ("redis://h/0?socket_timeout=soon", "socket_timeout"),
         ("redis+sentinel://s1,s2", "must end in /<master name>"),
         ("redis+sentinel://s1/m/0/extra", "must end in /<master name>"),
+        ("redis+sentinel://s1/m/zero", "must end in /<master name>"),
         ("redis+sentinel:///m", "names no Sentinel"),
         ("redis+sentinel://s1:port/m", "is not host:port"),
         ("redis+sentinel://s1/m?sentinel_colour=red", "unknown Sentinel option sentinel_colour"),
