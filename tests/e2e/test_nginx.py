@@ -62,6 +62,13 @@ def _replace_line(block: str, line: str, new: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def http_directives(block: str) -> str:
+    """What the block's comments say goes into http {} (the `limit_conn_zone` its
+    `limit_conn` uses), as lines for that context."""
+    found = re.findall(r"`(limit_conn_zone [^`]+;)` in http \{\}", block)
+    return "".join(f"    {directive}\n" for directive in found)
+
+
 def for_version(block: str, version: tuple[int, ...]) -> str:
     """The block as the README tells users of this nginx version to write it."""
     if version >= HTTP2_DIRECTIVE_SINCE:
@@ -97,6 +104,8 @@ def test_the_block_has_a_form_for_each_nginx_generation() -> None:
     assert "http2 on;" in new and "listen 443 ssl;" in new and "http2;" not in new.replace("http2 on;", "")
     assert "http2 on;" not in old and "listen 443 ssl http2;" in old and "listen 443 ssl;" not in old
     assert "proxy_buffering off;" in plain_http(block, 1234, [1, 2])
+    if "limit_conn perip" in block:
+        assert http_directives(block).strip().startswith("limit_conn_zone ")
 
 
 # -- nginx ---------------------------------------------------------------------------
@@ -146,6 +155,7 @@ class Nginx:
                 f"    {kind}_temp_path {self.dir}/{kind}_temp;\n"
                 for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
             )  # fmt: skip
+            + http_directives(server_block)
             + server_block.replace("__PORT__", str(self.port))
             + "}\n"
         )
