@@ -349,6 +349,10 @@ def run_case(
     channel = f"bench-{n}-{'rss' if rss_only else 'load'}"
     var_dir = tmp / system.name
     env = child_env(redis_url, var_dir, system.settings_module())
+    if system.name == "ours":
+        # Metrics as a production host runs them: every process writing its figures to
+        # the shared directory (events/metrics.py), the costlier of the two modes.
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp / f"metrics-{n}{'-rss' if rss_only else ''}")
     logs = tmp / "logs"
     latency_events = 0 if rss_only else plan.latency_events
     saturation_events = 0 if rss_only else plan.saturation_for(n)

@@ -16,7 +16,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.http import urlencode
 from django.utils.text import Truncator
 
-from events import presence
+from events import metrics, presence
 from events.html import render_fragment
 from events.models import Event
 from events.names import channel_error, event_type_error, validate_channel, validate_event_type
@@ -72,7 +72,8 @@ def broadcast_action(
             except ValueError as exc:
                 modeladmin.message_user(request, f"{obj}: not sent: {exc}", messages.ERROR)
         # One transaction and one Redis round trip for the lot.
-        sent = len(send_prepared(items))
+        with metrics.publishing_via("admin"):
+            sent = len(send_prepared(items))
         modeladmin.message_user(request, f"Sent {sent} event(s) as {event!r}.", messages.SUCCESS)
 
     label = channel if isinstance(channel, str) else "its channel"
@@ -141,6 +142,21 @@ class EventForm(forms.ModelForm):
             raise forms.ValidationError(str(exc)) from exc
 
 
+# The figures above the event log (events/metrics.py headline()), all processes together.
+HEADLINE = [
+    ("streams_open", "Open streams"),
+    ("published", "Events published"),
+    ("deliveries", "Deliveries"),
+    ("written_bytes", "Bytes written"),
+    ("replays", "Resumes with replay"),
+    ("stream_resets", "Stream resets"),
+    ("gap_fills", "Gaps filled from the store"),
+    ("layer_lost", "Channel layer lost"),
+    ("broadcast_failures", "Broadcasts failed"),
+    ("broadcast_skips", "Broadcasts skipped"),
+]
+
+
 @admin.register(Event)
 class EventAdmin(admin.ModelAdmin):
     form = EventForm
@@ -164,7 +180,17 @@ class EventAdmin(admin.ModelAdmin):
         live["channels"] = dict(busiest[:PRESENCE_TOP])
         live["other_channels"] = len(busiest) - len(live["channels"])
         live["other_streams"] = sum(count for _, count in busiest[PRESENCE_TOP:])
-        return super().changelist_view(request, {**(extra_context or {}), "presence": live})
+        figures = metrics.headline()
+        rows = [(label, f"{int(figures[key]):,}") for key, label in HEADLINE]
+        return super().changelist_view(
+            request,
+            {
+                **(extra_context or {}),
+                "presence": live,
+                "metrics": rows,
+                "metrics_lost": figures["hubs_lost"],
+            },
+        )
 
     def get_form(
         self, request: HttpRequest, obj: Event | None = None, change: bool = False, **kwargs: Any
@@ -205,7 +231,8 @@ class EventAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Event, form: Any, change: bool) -> None:
         if change:
             return
-        sent = send_event(obj.channel, obj.payload, event=obj.type, raw=obj.raw)
+        with metrics.publishing_via("admin"):
+            sent = send_event(obj.channel, obj.payload, event=obj.type, raw=obj.raw)
         obj.pk, obj.seq, obj.created = sent.pk, sent.seq, sent.created
 
     @admin.action(description="Send selected events again (as new events)", permissions=["add"])
@@ -226,7 +253,8 @@ class EventAdmin(admin.ModelAdmin):
                 continue
             try:
                 # The data as stored: not decoded and encoded again.
-                send_encoded(stored.channel, stored.data, event=stored.type, raw=stored.raw)
+                with metrics.publishing_via("admin"):
+                    send_encoded(stored.channel, stored.data, event=stored.type, raw=stored.raw)
             except Exception as exc:
                 # One row that cannot be sent must not end the action half-way with a 500.
                 logger.exception("sending %s again failed", stored.sse_id)

@@ -32,6 +32,7 @@ from typing import Any
 import redis.exceptions
 from channels.layers import get_channel_layer
 
+from events import metrics
 from events.messages import EventMessage, group_name
 
 logger = logging.getLogger("events.publish")
@@ -164,9 +165,11 @@ class Publisher:
     async def _send(self, batch: list[EventMessage]) -> None:
         layer = get_channel_layer()
         if layer is None:
+            metrics.broadcast_failed(len(batch))
             logger.error("no channel layer configured; %s stored but not broadcast", _ids(batch))
             return
         if time.monotonic() < self.skip_until:
+            metrics.broadcast_skipped(len(batch))
             logger.warning(
                 "broadcast of %s skipped: the channel layer failed moments ago; "
                 "stored, subscribers will get them from the store",
@@ -176,6 +179,7 @@ class Publisher:
         try:
             await asyncio.wait_for(send_batch(layer, batch), BROADCAST_TIMEOUT_SECONDS)
         except Exception as exc:
+            metrics.broadcast_failed(len(batch))
             if isinstance(exc, LAYER_DOWN):
                 # Only a layer that cannot be reached opens the breaker; a bug elsewhere
                 # must not make every publisher of the process skip broadcasts.
@@ -186,6 +190,8 @@ class Publisher:
                 "broadcast of %s failed (%s); stored, and will be replayed", _ids(batch), _describe(exc)
             )
             logger.debug("broadcast of %s failed", _ids(batch), exc_info=True)
+        else:
+            metrics.broadcast_done(batch)
 
 
 async def send_batch(layer: Any, batch: list[EventMessage]) -> None:

@@ -175,6 +175,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     if not isinstance(token, str):
         errors.append(Error("EVENTS_PUBLISH_TOKEN must be a string.", id="events.E009"))
 
+    if not isinstance(get("EVENTS_METRICS_TOKEN"), str):
+        errors.append(
+            Error(
+                "EVENTS_METRICS_TOKEN must be a string.",
+                hint='"" leaves /metrics to staff.',
+                id="events.E050",
+            )
+        )
+
     if not getattr(settings, "CHANNEL_LAYERS", None):
         errors.append(
             Error(
@@ -279,6 +288,22 @@ def check_publish_token(app_configs: Any = None, **kwargs: Any) -> list[Warning]
             )
         ]
     return []
+
+
+@register(Tags.security, deploy=True)
+def check_metrics_token(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    token = get("EVENTS_METRICS_TOKEN")
+    # Unset is fine (staff sessions only); a short one can be guessed. A string: E050.
+    if not isinstance(token, str) or not token or len(token) >= MIN_PUBLISH_TOKEN_LENGTH:
+        return []
+    return [
+        Warning(
+            f"EVENTS_METRICS_TOKEN is {len(token)} characters long; anyone who guesses it reads /metrics.",
+            hint=f"Use at least {MIN_PUBLISH_TOKEN_LENGTH} random characters "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(32))').",
+            id="events.W050",
+        )
+    ]
 
 
 @register(Tags.compatibility, deploy=True)

@@ -27,6 +27,8 @@ DEFAULTS: dict[str, Any] = {
     # Origins whose pages may send this site's cookies (CORS with credentials).
     "EVENTS_CREDENTIALED_ORIGINS": [],
     "EVENTS_PUBLISH_TOKEN": "",
+    # A bearer token that may read GET /metrics (staff sessions always may); "" is none.
+    "EVENTS_METRICS_TOKEN": "",
     # Bytes a stream may have waiting for a client that does not read; past this the
     # connection is ended and the client resumes from its last id.
     "EVENTS_MAX_QUEUED_BYTES": 256 * 1024,
@@ -116,6 +118,10 @@ class Settings:
     @property
     def publish_token(self) -> str:
         return str(get("EVENTS_PUBLISH_TOKEN") or "")
+
+    @property
+    def metrics_token(self) -> str:
+        return str(get("EVENTS_METRICS_TOKEN") or "")
 
     @property
     def presence_ttl_seconds(self) -> float:

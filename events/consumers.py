@@ -33,7 +33,7 @@ from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
-from events import cors, fdlimit, reauth, replay, sse, store
+from events import cors, fdlimit, metrics, reauth, replay, sse, store
 from events.backpressure import SERVER_SEND_KEY, queued_bytes, transport_of
 from events.conf import conf
 from events.db import stream_db
@@ -242,6 +242,8 @@ class EventStreamConsumer(AsyncHttpConsumer):
         self.responded = False
         # Bytes of this stream's replay counted against the process's replay budget.
         self.replay_held = 0
+        # Why the stream ended, once it has (the first reason given wins).
+        self.end_reason: metrics.CloseReason | None = None
 
     # -- request -------------------------------------------------------------------
 
@@ -292,6 +294,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
             await self.send_body(b"")
             return
         self.streaming = True
+        metrics.stream_opened()
         self.transport = transport_of(self.scope.get(SERVER_SEND_KEY))
         await self._write(sse.format_retry(conf.retry_ms) + sse.format_comment("ok"))
         self.direct_request = _direct_request(self.scope.get(SERVER_SEND_KEY))
@@ -309,7 +312,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
             await self._catch_up(live_from, resume or None)
         except Exception:
             logger.exception("stream %s could not start; closing it so the client retries", self.channels)
-            await self.close_stream()
+            await self.close_stream(reason="error")
             return
         if expires is not None and not self.closed:
             # Armed only now that the stream is set up, so that expiry never races it.
@@ -428,6 +431,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         ]
 
     async def _reject(self, status: int, reason: str, retry_after: int | None = None) -> None:
+        metrics.stream_rejected(status)
         origin = _headers(self.scope).get(b"origin")
         headers = [
             *([(b"Retry-After", str(retry_after).encode())] if retry_after is not None else []),
@@ -458,6 +462,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
             # its resume point before writing anything.
             for channel, after in replays:
                 self.positions[channel] = after
+            metrics.resumed(reset.values(), any(after < live_from[c] for c, after in replays))
             if reset:
                 await self._write(self._reset_frame(reset))
             try:
@@ -470,6 +475,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         # Set the client's last id even if no event has come yet, so that a reconnect
         # before the first event still resumes from here.
         await self._write(sse.format_id(format_position(self.positions, self.channels)))
+        metrics.flush()  # the replay's figures, now rather than at the next heartbeat tick
         while self.pending:
             batch, self.pending = self.pending, []
             self.pending_bytes = 0
@@ -506,11 +512,12 @@ class EventStreamConsumer(AsyncHttpConsumer):
                 # Trimmed while we were replaying: end the stream; the client resumes
                 # from its last id and is told that the history no longer reaches it.
                 logger.warning("channel %r was trimmed past a replay in progress; ending it", channel)
-                await self.close_stream()
+                await self.close_stream(reason="history_trimmed")
                 return False
             # The whole page at once: the client has room for it (see _wait_writable).
             for event in events:
                 self.positions[channel] = event.seq
+                metrics.tally.replayed += 1
                 await self._write(self._framed(sse.event_body(event.data, event.type)))
             del events
         return True
@@ -549,7 +556,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
                 logger.warning(
                     "stream %s read its replay at under %d bytes/s; ending it", self.channels, min_rate
                 )
-                await self.close_stream(abort=True)
+                await self.close_stream(abort=True, reason="slow_reader")
         return False
 
     def _reset_frame(self, reset: dict[str, str]) -> bytes:
@@ -569,7 +576,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
             self.pending_bytes += len(frame)
             if len(self.pending) > MAX_PENDING_FRAMES or self.pending_bytes > self.pending_limit:
                 logger.warning("stream %s fell behind while catching up; ending it", self.channels)
-                await self.close_stream(abort=True)
+                await self.close_stream(abort=True, reason="fell_behind")
             return
         await self._emit(channel, seq, frame, body)
 
@@ -589,6 +596,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         if self.closed:
             return
         self.last_write = asyncio.get_running_loop().time()
+        metrics.tally.bytes += len(data)
         if self.direct_request is None or not _write_direct(self.direct_request, self.transport, data):
             await self.send({"type": "http.response.body", "body": data, "more_body": True})
         if self.transport is not None:
@@ -601,9 +609,11 @@ class EventStreamConsumer(AsyncHttpConsumer):
                     self.channels,
                     queued,
                 )
-                await self.close_stream(abort=True)
+                await self.close_stream(abort=True, reason="slow_reader")
 
-    async def close_stream(self, abort: bool = False, final: bytes = b"") -> None:
+    async def close_stream(
+        self, abort: bool = False, final: bytes = b"", reason: metrics.CloseReason = "error"
+    ) -> None:
         """End the response from the server side; the client reconnects and resumes.
 
         With `abort`, the connection is dropped at once together with what is queued
@@ -612,6 +622,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         if self.closed:
             return
         self.closed = True
+        self._ended(reason)
         self.pending = None
         await self._leave_hub()
         if abort and self.transport is not None:
@@ -634,7 +645,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         # No id line: the client's last event id stays where it was, to resume from.
         data = sse.dumps({"channels": list(self.channels)})
         try:
-            await self.close_stream(final=sse.event_body(data, TOKEN_EXPIRED))
+            await self.close_stream(final=sse.event_body(data, TOKEN_EXPIRED), reason="token_expired")
         except Exception:
             logger.exception("ending stream %s at token expiry failed", self.channels)
 
@@ -674,7 +685,9 @@ class EventStreamConsumer(AsyncHttpConsumer):
         # No id line, as for token-expired: the client's last id stays where it was.
         data = sse.dumps({"channels": list(self.channels), "reason": reason})
         try:
-            await self.close_stream(final=sse.event_body(data, reauth.ACCESS_REVOKED))
+            await self.close_stream(
+                final=sse.event_body(data, reauth.ACCESS_REVOKED), reason="access_revoked"
+            )
         except Exception:
             logger.exception("ending stream %s whose access ended failed", self.channels)
 
@@ -715,7 +728,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
             if self.streaming and not self.closed:
                 retry = conf.retry_ms + random.randint(0, SHUTDOWN_RETRY_SPREAD_MS)
                 try:
-                    await self.close_stream(final=sse.format_retry(retry))
+                    await self.close_stream(final=sse.format_retry(retry), reason="shutdown")
                     await self._drain(SHUTDOWN_DRAIN_SECONDS)
                 except Exception:
                     logger.debug("could not end a stream at shutdown", exc_info=True)
@@ -735,6 +748,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
             # instances that outlive their connection): never leave a dead stream in
             # the hub. The membership bookkeeping happens before the first await.
             self.closed = True
+            self._ended("error")  # counted once: any reason given before stands
             if self.subscribed:
                 self.subscribed = False
                 hub = get_hub()
@@ -748,8 +762,14 @@ class EventStreamConsumer(AsyncHttpConsumer):
             self.subscribed = False
             await get_hub().unsubscribe(self)
 
+    def _ended(self, reason: metrics.CloseReason) -> None:
+        if self.streaming and self.end_reason is None:
+            self.end_reason = reason
+            metrics.stream_closed(reason)
+
     async def disconnect(self) -> None:
         self.closed = True
+        self._ended("client_gone")
         self.pending = None
         await self._leave_hub()
 

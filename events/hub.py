@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from channels.layers import get_channel_layer
 
-from events import reauth, sse, store
+from events import metrics, reauth, sse, store
 from events.conf import conf
 from events.db import stream_db
 from events.messages import EVENT_MESSAGE, PING_MESSAGE, EventMessage, group_name
@@ -57,7 +57,7 @@ class Stream(Protocol):
 
     async def heartbeat(self) -> None: ...
 
-    async def close_stream(self) -> None: ...
+    async def close_stream(self, *, reason: metrics.CloseReason) -> None: ...
 
 
 @dataclass(eq=False)
@@ -145,6 +145,8 @@ class Hub:
         # Channels to leave, in order, and the one task that leaves them (unsubscribe).
         self._to_leave: dict[str, None] = {}
         self._leaver: asyncio.Task[None] | None = None
+        # The last liveness ping's verdict (for the metrics: a loss is counted once).
+        self._layer_up = True
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -166,6 +168,7 @@ class Hub:
                 asyncio.create_task(self._liveness_loop(), name="events-hub-liveness"),
                 asyncio.create_task(self.presence.run(), name="events-hub-presence"),
             ]
+            metrics.layer_state(up=True)
             self._started.set_result(None)
         await self._started
 
@@ -186,6 +189,8 @@ class Hub:
             for channel in channels:
                 await self._layer_call(self.layer.group_discard, group_name(channel))
         self.streams.clear()
+        if self._started is not None:
+            metrics.hub_stopped()
         self._started = None
 
     # -- membership ----------------------------------------------------------------
@@ -348,7 +353,9 @@ class Hub:
             return  # already delivered (from the store or an earlier message)
         if seq > state.last_seq + 1:
             await self._fill(channel, state, seq - 1, "did not arrive from the layer")
-        await self._deliver(channel, state, seq, message["event"], message["data"])
+        await self._deliver(
+            channel, state, seq, message["event"], message["data"], message.get("committed_at")
+        )
 
     async def _fill(self, channel: str, state: ChannelState, upto: int, why: str) -> None:
         """Deliver seqs after state.last_seq up to `upto` from the store (lock held)."""
@@ -369,13 +376,14 @@ class Hub:
                     resume_at,
                     len(state.subscribers),
                 )
-                await _close_all(list(state.subscribers))
+                await _close_all(list(state.subscribers), "history_trimmed")
                 state.last_seq = resume_at
                 if not missed:
                     break
             for event in missed:
                 await self._deliver(channel, state, event.seq, event.type, event.data)
             filled += len(missed)
+        metrics.gap_filled(filled)
         logger.warning(
             "channel %r: seqs %d..%d %s; %d filled from the store", channel, first, upto, why, filled
         )
@@ -400,15 +408,26 @@ class Hub:
                 if latest[name] > state.last_seq:
                     await self._fill(name, state, latest[name], "were committed but not received")
 
-    async def _deliver(self, channel: str, state: ChannelState, seq: int, event: str, data: str) -> None:
+    async def _deliver(
+        self,
+        channel: str,
+        state: ChannelState,
+        seq: int,
+        event: str,
+        data: str,
+        committed_at: float | None = None,
+    ) -> None:
         state.last_seq = seq
         body = sse.event_body(data, event)
         frame = sse.id_line(f"{channel}:{seq}") + body
-        for stream in list(state.subscribers):
+        streams = list(state.subscribers)
+        for stream in streams:
             try:
                 await stream.deliver(channel, seq, frame, body)
             except Exception:
                 logger.exception("writing to a stream failed")
+        # Once per event, not per stream: the fan-out stays free of metric calls.
+        metrics.delivered(len(streams), committed_at)
 
     async def _heartbeat_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -418,6 +437,7 @@ class Hub:
             # a quarter to spare for a busy event loop.
             interval = conf.heartbeat_seconds
             await asyncio.sleep(interval / 4)
+            metrics.flush()  # bytes of heartbeats and replays, when no event comes
             now = loop.time()
             for stream in list(self.streams):
                 if now - stream.last_write >= interval / 2:
@@ -447,8 +467,13 @@ class Hub:
                 await asyncio.wait_for(self._pong.wait(), PING_TIMEOUT_SECONDS)
             except Exception as exc:
                 logger.error("channel layer lost (%r); ending %d local streams", exc, len(self.streams))
+                metrics.layer_state(up=False, lost_now=self._layer_up)
+                self._layer_up = False
                 await self._drop_all()
                 continue
+            if not self._layer_up:
+                metrics.layer_state(up=True)
+                self._layer_up = True
             if self._orphans:
                 await self._discard_orphans()
             try:
@@ -469,7 +494,7 @@ class Hub:
         # They are cleaned up once the layer answers again (_discard_orphans).
         self._orphans.update(self.channels)
         self.channels = {}
-        await _close_all(streams)
+        await _close_all(streams, "layer_lost")
 
     async def _discard_orphans(self) -> None:
         for channel in list(self._orphans):
@@ -484,11 +509,11 @@ class Hub:
             self._orphans.discard(channel)
 
 
-async def _close_all(streams: list[Stream]) -> None:
+async def _close_all(streams: list[Stream], reason: metrics.CloseReason) -> None:
     """End each stream (its client reconnects and resumes); one failing spoils none."""
     for stream in streams:
         try:
-            await stream.close_stream()
+            await stream.close_stream(reason=reason)
         except Exception:
             logger.exception("ending a stream failed")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 GROUP_PREFIX = "events."
 EVENT_MESSAGE = "events.event"
@@ -16,6 +16,9 @@ class EventMessage(TypedDict):
     seq: int
     event: str
     data: str  # compact JSON, exactly as sent on the wire
+    # Unix time of the broadcast after commit, for the hubs' delivery lag metric
+    # (absent from messages of older publishers).
+    committed_at: NotRequired[float]
 
 
 def group_name(channel: str) -> str:

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 
-from events import broadcaster, sse
+from events import broadcaster, metrics, sse
 from events.conf import conf
 from events.messages import EVENT_MESSAGE, EventMessage
 from events.names import validate_channel, validate_event_type
@@ -79,6 +80,7 @@ def message_for(event: Event) -> EventMessage:
         "seq": event.seq,
         "event": event.type,
         "data": event.data,
+        "committed_at": time.time(),
     }
 
 
@@ -175,6 +177,7 @@ def send_prepared(prepared: list[Prepared]) -> list[Event]:
 
 def store_prepared(prepared: list[Prepared], stored: Event | list[Event]) -> list[Event]:
     events = stored if isinstance(stored, list) else [stored]
+    metrics.published(len(events))
     for outbox in captures:  # events.testing.capture_events(); empty outside tests
         outbox.extend(events)
     after_commit(events)

@@ -18,6 +18,7 @@ urlpatterns = [
     path("feed/", views.feed, name="feed"),
     path("feed/types/", views.feed_types, name="feed-types"),
     path("presence/", views.presence_counts, name="presence"),
+    path("metrics", views.metrics_endpoint, name="metrics"),
     # Anything between the slashes is taken as the channel, so that a bad name (even
     # one with a slash) is a 400 with a reason rather than a 404 page. The trailing
     # slash is optional for POST: APPEND_SLASH cannot redirect a POST (it keeps no body).

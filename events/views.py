@@ -21,7 +21,7 @@ from django.utils.module_loading import import_string
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
-from events import cors, presence, redis_clients
+from events import cors, metrics, presence, redis_clients
 from events.conf import conf
 from events.names import channel_error, event_type_error
 from events.policy import publish_denied
@@ -174,7 +174,8 @@ def _publish_one(channel: str, body: Any) -> JsonResponse:
     if raw and not isinstance(body["text"], str):
         return error(400, '"text" must be a string (send JSON values as "data")')
     try:
-        event = send_event(channel, body[fields[0]], event=body.get("event", "message"), raw=raw)
+        with metrics.publishing_via("http"):
+            event = send_event(channel, body[fields[0]], event=body.get("event", "message"), raw=raw)
     except ValueError as exc:
         return error(400, str(exc))
     return JsonResponse({"id": event.sse_id}, status=201)
@@ -324,6 +325,32 @@ def presence_counts(request: HttpRequest) -> HttpResponse:
     return JsonResponse({**counts, "ttl_seconds": conf.presence_ttl_seconds})
 
 
+def _may_read_metrics(request: HttpRequest) -> JsonResponse | None:
+    """None when the request may read /metrics, else the 403 answer."""
+    token = _bearer_token(request)
+    if token is not None:
+        expected = conf.metrics_token
+        # compare_digest: the time taken does not tell how much of the token matched.
+        if expected and hmac.compare_digest(token.encode(), expected.encode()):
+            return None
+        return error(403, "invalid metrics token")
+    user = request.user
+    if not (user.is_authenticated and user.is_active and user.is_staff):
+        return error(403, "staff session or 'Authorization: Bearer <EVENTS_METRICS_TOKEN>' required")
+    return None
+
+
+def metrics_endpoint(request: HttpRequest) -> HttpResponse:
+    """GET /metrics: Prometheus' text format, every process of this host together."""
+    if request.method not in ("GET", "HEAD"):
+        return error(405, f"{request.method} is not allowed here", Allow="GET, HEAD")
+    denied = _may_read_metrics(request)
+    if denied is not None:
+        return denied
+    body, content_type = metrics.exposition()
+    return HttpResponse(body, content_type=content_type)
+
+
 async def healthz(request: HttpRequest) -> HttpResponse:
     """200 when the database and the channel layer answer, else 503; staff are told
     which check failed."""
@@ -362,7 +389,7 @@ async def healthz(request: HttpRequest) -> HttpResponse:
 
 
 # Error pages: JSON for the product's own endpoints, Django's usual pages elsewhere.
-JSON_PATH_PREFIXES = ("/events/", "/presence/", "/healthz", "/feed/types/")
+JSON_PATH_PREFIXES = ("/events/", "/presence/", "/healthz", "/feed/types/", "/metrics")
 
 
 def _json_or_default(status: int, reason: str, default: Any) -> Any:

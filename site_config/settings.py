@@ -231,6 +231,7 @@ if _env_bool("BEHIND_HTTPS_PROXY", False):
 # Stripped, as the bearer value is: a trailing newline from a secrets file must not
 # make every token silently fail to match.
 EVENTS_PUBLISH_TOKEN = os.environ.get("EVENTS_PUBLISH_TOKEN", "").strip()
+EVENTS_METRICS_TOKEN = os.environ.get("EVENTS_METRICS_TOKEN", "").strip()
 EVENTS_ALLOWED_ORIGINS = _env_list("EVENTS_ALLOWED_ORIGINS")
 EVENTS_CREDENTIALED_ORIGINS = _env_list("EVENTS_CREDENTIALED_ORIGINS")
 if os.environ.get("EVENTS_MAX_STREAMS_PER_CLIENT", "").strip():

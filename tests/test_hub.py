@@ -92,8 +92,9 @@ async def test_live_frames_held_during_a_replay_are_bounded_in_bytes(settings) -
     consumer._hold_live_frames()
     ended = []
 
-    async def close_stream(abort: bool = False, final: bytes = b"") -> None:
+    async def close_stream(abort: bool = False, final: bytes = b"", reason: str = "") -> None:
         ended.append(abort)
+        assert reason == "fell_behind"
 
     consumer.close_stream = close_stream  # type: ignore[method-assign]
     frame = b"x" * 400

@@ -69,6 +69,8 @@ def test_send_event_stores_and_broadcasts_the_exact_message() -> None:
     assert event.sse_id == f"{name}:1"
     assert event.data == '{"id":42,"status":"paid"}'
     assert stored(name) == [(1, "order-updated", '{"id":42,"status":"paid"}')]
+    # The broadcast time, for the hubs' delivery lag (events/metrics.py).
+    assert abs(time.time() - listener.committed_at[0]) < ARRIVE + 1
     assert received == [
         {
             "type": "events.event",

@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from events import broadcaster
+from events import broadcaster, metrics
 from events.publish import send_event
 
 
@@ -26,7 +26,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, channel: str, data: str, event: str, raw: bool, **options: Any) -> None:
         payload = data if raw else self._payload(data)
         try:
-            stored = send_event(channel, payload, event=event, raw=raw)
+            with metrics.publishing_via("command"):
+                stored = send_event(channel, payload, event=event, raw=raw)
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         except Exception as exc:
