@@ -20,7 +20,7 @@ from django.core.management import call_command
 from django.test import override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
-from events import asend_event, hub, metrics, send_event, store
+from events import asend_event, broadcaster, hub, metrics, send_event, store
 from events.checks import check_metrics_token, check_settings
 from events.hub import close_hub
 from events.tokens import make_token
@@ -214,6 +214,7 @@ def test_publish_latency_is_observed_per_broadcast() -> None:
     delta = watch("events_publish_latency_seconds_count", "events_publish_latency_seconds_sum")
     for n in range(3):
         send_event(channel(), n)
+    assert broadcaster.flush(10)  # the publisher thread broadcasts
     assert delta.of("events_publish_latency_seconds_count") == 3
     assert 0 < delta.of("events_publish_latency_seconds_sum") < 3 * 5
 
@@ -222,7 +223,9 @@ def test_broadcast_failures_and_breaker_skips() -> None:
     delta = watch("events_broadcast_failures_total", "events_broadcast_skips_total")
     with layer_without_redis():
         send_event(channel(), "fails")  # the layer cannot reach Redis: the breaker opens
+        assert broadcaster.flush(10)
         send_event(channel(), "skipped")  # within BREAKER_SECONDS: not even tried
+        assert broadcaster.flush(10)
     assert delta.of("events_broadcast_failures_total") == 1
     assert delta.of("events_broadcast_skips_total") == 1
 
