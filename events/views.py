@@ -204,7 +204,8 @@ def _publish_batch(request: HttpRequest, body: Any) -> JsonResponse:
             denied = publish_denied(request.user, name)
             if denied is not None:
                 return error(403, denied)
-    events = send_prepared(prepared)
+    with metrics.publishing_via("http"):
+        events = send_prepared(prepared)
     return JsonResponse({"ids": [event.sse_id for event in events]}, status=201)
 
 
