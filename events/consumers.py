@@ -2,11 +2,13 @@
 
 Lifecycle:
 
-    http.request -> handle(): validate, authorise (4xx JSON, no stream) or
+    http.request -> handle(): validate, authorise (4xx JSON, no stream), read the
+                    start position from the store (503 JSON if it fails), then
                     headers + `retry:`/comment at once
                  -> hub.subscribe(): live frames start arriving in deliver(),
                     buffered in `pending` while we catch up
-                 -> replay stored events up to the hub's position, flush pending
+                 -> replay stored events after the start (or the client's resume
+                    id) up to the hub's position, flush pending
                  -> live: the hub calls deliver()/heartbeat() directly
     http.disconnect -> disconnect(): leave the hub, forget everything
 
@@ -285,6 +287,12 @@ class EventStreamConsumer(AsyncHttpConsumer):
         self._admit()
         # The Unix time at which a subscribe token's grant ends, or None (a session).
         expires = await self._authorise(query)
+        # The stream's start, read before the head goes out: an event committed once the
+        # client has the head (EventSource's `open`) is after it, and reaches the stream
+        # as a replay if the hub's position is older. A resume id is its own start; the
+        # query still runs, so that a database that is down is a 503 before any byte.
+        start = await database_sync_to_async(store.last_seqs)(self.channels)
+        resume = resume or format_position(start, self.channels)
 
         self.responded = True
         await self.send_headers(status=200, headers=self._stream_headers(headers))
@@ -306,7 +314,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
                 # close_stream() had already left the hub: leave again, for good.
                 await hub.unsubscribe(self)
                 return
-            await self._catch_up(live_from, resume or None)
+            await self._catch_up(live_from, resume)
         except Exception:
             logger.exception("stream %s could not start; closing it so the client retries", self.channels)
             await self.close_stream()
