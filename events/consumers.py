@@ -40,6 +40,7 @@ from events.backpressure import SERVER_SEND_KEY, queued_bytes, transport_of
 from events.conf import conf
 from events.db import stream_db
 from events.hub import get_hub
+from events.log import describe, outage
 from events.names import CHANNEL_MAX, channel_error
 from events.policy import denied_channels, depends_on_user
 from events.positions import format_position, parse_position
@@ -256,9 +257,13 @@ class EventStreamConsumer(AsyncHttpConsumer):
             await self.handle(b"")
         except BadRequest as exc:
             await self._reject(exc.status, exc.reason, exc.retry_after)
-        except Exception:
+        except Exception as exc:
             # A failing session store, database or custom policy: a reason, never a 500.
-            logger.exception("stream request for %s failed before it started", self.channels)
+            cause = outage(exc)
+            if cause is not None:
+                logger.warning("stream request for %s refused (%s)", self.channels, describe(cause))
+            else:
+                logger.exception("stream request for %s failed before it started", self.channels)
             if not self.responded:
                 await self._reject(503, "the server could not check this request; try again")
         finally:
@@ -291,7 +296,7 @@ class EventStreamConsumer(AsyncHttpConsumer):
         # client has the head (EventSource's `open`) is after it, and reaches the stream
         # as a replay if the hub's position is older. A resume id is its own start; the
         # query still runs, so that a database that is down is a 503 before any byte.
-        start = await database_sync_to_async(store.last_seqs)(self.channels)
+        start = await stream_db(store.last_seqs)(self.channels)
         resume = resume or format_position(start, self.channels)
 
         self.responded = True
@@ -315,8 +320,12 @@ class EventStreamConsumer(AsyncHttpConsumer):
                 await hub.unsubscribe(self)
                 return
             await self._catch_up(live_from, resume)
-        except Exception:
-            logger.exception("stream %s could not start; closing it so the client retries", self.channels)
+        except Exception as exc:
+            cause = outage(exc)
+            if cause is not None:
+                logger.warning("stream %s could not start (%s); closing it", self.channels, describe(cause))
+            else:
+                logger.exception("stream %s could not start; closing it so the client retries", self.channels)
             await self.close_stream()
             return
         if expires is not None and not self.closed:

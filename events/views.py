@@ -9,7 +9,6 @@ import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.core.handlers.wsgi import WSGIRequest
@@ -23,6 +22,8 @@ from django.views.decorators.csrf import csrf_exempt
 
 from events import cors, presence, redis_clients
 from events.conf import conf
+from events.hub import get_hub
+from events.log import describe
 from events.names import channel_error, event_type_error
 from events.policy import publish_denied
 from events.positions import format_position
@@ -324,9 +325,13 @@ def presence_counts(request: HttpRequest) -> HttpResponse:
     return JsonResponse({**counts, "ttl_seconds": conf.presence_ttl_seconds})
 
 
+# The health checks failing at the last probe (each change is logged once).
+_failing_checks: set[str] = set()
+
+
 async def healthz(request: HttpRequest) -> HttpResponse:
-    """200 when the database and the channel layer answer, else 503; staff are told
-    which check failed."""
+    """200 when the database answers and this process's hub receives through the
+    channel layer, else 503; staff are told which check failed."""
     checks: dict[str, str] = {}
 
     def database() -> None:
@@ -334,11 +339,10 @@ async def healthz(request: HttpRequest) -> HttpResponse:
             cursor.execute("SELECT 1")
 
     async def layer() -> None:
-        channel_layer = get_channel_layer()
-        if channel_layer is None:
-            raise RuntimeError("no channel layer configured")
-        # A send to a channel nobody listens on: a round trip to Redis, nothing more.
-        await channel_layer.send("events.healthz", {"type": "events.healthz"})
+        # A round trip through the subscription this process's streams are fed from,
+        # not only a fresh connection: after a Redis restart the latter works at once,
+        # the former only once the subscription is back.
+        await get_hub().probe(HEALTH_TIMEOUT_SECONDS)
 
     probes = [("database", database_sync_to_async(database)), ("channel_layer", layer)]
     if len(redis_clients.layer_hosts()) > 1:
@@ -350,8 +354,16 @@ async def healthz(request: HttpRequest) -> HttpResponse:
             await asyncio.wait_for(probe(), HEALTH_TIMEOUT_SECONDS)
             checks[name] = "ok"
         except Exception as exc:
-            logger.warning("health check %s failed: %r", name, exc)
             checks[name] = f"failed: {type(exc).__name__}"
+            # Logged when a check starts failing, not at each probe (a load balancer
+            # asks every few seconds).
+            if name not in _failing_checks:
+                _failing_checks.add(name)
+                logger.warning("health check %s failed: %s", name, describe(exc))
+        else:
+            if name in _failing_checks:
+                _failing_checks.discard(name)
+                logger.warning("health check %s passes again", name)
     ok = all(value == "ok" for value in checks.values())
     body = {"status": "ok" if ok else "unavailable"}
     # What failed, and how, is for operators: staff see it here, everyone sees the log.
