@@ -12,7 +12,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.core.handlers.wsgi import WSGIRequest
-from django.db import connection
+from django.db.utils import Error as DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import render
@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 PUBLISH_METHODS = "POST, OPTIONS"
 HEALTH_TIMEOUT_SECONDS = 2.0
+# Seconds a publisher is told to wait when the database is down.
+PUBLISH_RETRY_AFTER = "5"
 # The feed page listens for this many event types at most (EventSource needs a listener per name).
 FEED_MAX_TYPES = 200
 
@@ -125,6 +127,18 @@ BATCH_SHAPE = '[{"channel": "name", "event": "type", "data": ...}, ...]'
 @csrf_exempt  # checked in _authorise, and only for session-authenticated requests
 def publish(request: HttpRequest, channel: str = "") -> HttpResponse:
     """POST /events/<channel>/ publishes one event; POST /events/ a list of events."""
+    try:
+        return _publish(request, channel)
+    except DatabaseError:
+        # The events cannot be stored, so none is sent: the publisher should retry.
+        # (Django logs the 503 in one line; the traceback says nothing more.)
+        return _with_cors(
+            request,
+            error(503, "the database is unavailable; nothing was published", Retry_After=PUBLISH_RETRY_AFTER),
+        )
+
+
+def _publish(request: HttpRequest, channel: str) -> HttpResponse:
     if request.method == "OPTIONS":
         return _with_cors(request, HttpResponse(status=204), preflight=True)
     if request.method in ("GET", "HEAD"):
@@ -335,8 +349,11 @@ async def healthz(request: HttpRequest) -> HttpResponse:
     checks: dict[str, str] = {}
 
     def database() -> None:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
+        from events.models import Channel
+
+        # The store's own table, not only a connection: a database that answers but
+        # lost its tables (a wrong or missing SQLite file) cannot serve streams either.
+        Channel.objects.filter(pk="").exists()
 
     async def layer() -> None:
         # A round trip through the subscription this process's streams are fed from,
