@@ -364,8 +364,11 @@ class Hub:
             try:
                 async with state.lock:
                     await self._accept(channel, state, message)  # type: ignore[arg-type]
-            except Exception:
-                logger.exception("delivering %r failed", message)
+            except Exception as exc:
+                if outage(exc):  # a gap to fill while the store is down
+                    logger.warning("delivering %s:%s failed (%s)", channel, message.get("seq"), describe(exc))
+                else:
+                    logger.exception("delivering %r failed", message)
 
     async def _accept(self, channel: str, state: ChannelState, message: EventMessage) -> None:
         seq = message["seq"]
