@@ -38,7 +38,10 @@ BUMP = (
     "ON CONFLICT (name) DO UPDATE SET last_seq = events_channel.last_seq + 1"
 )
 SEQ = "SELECT last_seq FROM events_channel WHERE name = {p}"
-INSERT = "INSERT INTO events_event (channel, seq, type, data, created) VALUES ({p}, {p}, 'message', {p}, {p})"
+INSERT = (
+    "INSERT INTO events_event (channel, seq, type, data, raw, created) "
+    "VALUES ({p}, {p}, 'message', {p}, FALSE, {p})"
+)
 # Once the database is down, this many of the hub's catch-ups with the store fail
 # (one every 5 s): the failure is still logged once.
 OUTAGE_SECONDS = 11
