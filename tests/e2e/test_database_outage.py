@@ -22,10 +22,10 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 import redis
-from asgiref.sync import sync_to_async
 
+from events import broadcaster
 from events.models import Event
-from events.publish import broadcast
+from events.publish import message_for
 from tests.e2e.sse_client import Subscriber
 from tests.postgres_server import PostgresServer, postgres_bin
 from tests.servers import Daphne, manage
@@ -127,9 +127,8 @@ async def outage(
             assert health.status_code == 503 and health.json()["status"] == "unavailable"
 
             # The open stream still receives live events.
-            await sync_to_async(broadcast)(
-                Event(channel=name, seq=2, type="message", data=json.dumps("committed, sent late"))
-            )
+            late = Event(channel=name, seq=2, type="message", data=json.dumps("committed, sent late"))
+            await asyncio.to_thread(broadcaster.submit, [message_for(late)])
             await stream.wait_for(2)
             await asyncio.sleep(OUTAGE_SECONDS)
             assert len(stream.events) == 2, "seq 3 cannot have come from a database that is down"
