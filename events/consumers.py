@@ -2,11 +2,13 @@
 
 Lifecycle:
 
-    http.request -> handle(): validate, authorise (4xx JSON, no stream) or
+    http.request -> handle(): validate, authorise (4xx JSON, no stream), read the
+                    start position from the store (503 JSON if it fails), then
                     headers + `retry:`/comment at once
                  -> hub.subscribe(): live frames start arriving in deliver(),
                     buffered in `pending` while we catch up
-                 -> replay stored events up to the hub's position, flush pending
+                 -> replay stored events after the start (or the client's resume
+                    id) up to the hub's position, flush pending
                  -> live: the hub calls deliver()/heartbeat() directly
     http.disconnect -> disconnect(): leave the hub, forget everything
 
@@ -38,6 +40,7 @@ from events.backpressure import SERVER_SEND_KEY, queued_bytes, transport_of
 from events.conf import conf
 from events.db import stream_db
 from events.hub import get_hub
+from events.log import describe, outage
 from events.names import CHANNEL_MAX, channel_error
 from events.policy import denied_channels, depends_on_user
 from events.positions import format_position, parse_position
@@ -256,9 +259,13 @@ class EventStreamConsumer(AsyncHttpConsumer):
             await self.handle(b"")
         except BadRequest as exc:
             await self._reject(exc.status, exc.reason, exc.retry_after)
-        except Exception:
+        except Exception as exc:
             # A failing session store, database or custom policy: a reason, never a 500.
-            logger.exception("stream request for %s failed before it started", self.channels)
+            cause = outage(exc)
+            if cause is not None:
+                logger.warning("stream request for %s refused (%s)", self.channels, describe(cause))
+            else:
+                logger.exception("stream request for %s failed before it started", self.channels)
             if not self.responded:
                 await self._reject(503, "the server could not check this request; try again")
         finally:
@@ -287,6 +294,12 @@ class EventStreamConsumer(AsyncHttpConsumer):
         self._admit()
         # The Unix time at which a subscribe token's grant ends, or None (a session).
         expires = await self._authorise(query)
+        # The stream's start, read before the head goes out: an event committed once the
+        # client has the head (EventSource's `open`) is after it, and reaches the stream
+        # as a replay if the hub's position is older. A resume id is its own start; the
+        # query still runs, so that a database that is down is a 503 before any byte.
+        start = await stream_db(store.last_seqs)(self.channels)
+        resume = resume or format_position(start, self.channels)
 
         self.responded = True
         await self.send_headers(status=200, headers=self._stream_headers(headers))
@@ -309,9 +322,13 @@ class EventStreamConsumer(AsyncHttpConsumer):
                 # close_stream() had already left the hub: leave again, for good.
                 await hub.unsubscribe(self)
                 return
-            await self._catch_up(live_from, resume or None)
-        except Exception:
-            logger.exception("stream %s could not start; closing it so the client retries", self.channels)
+            await self._catch_up(live_from, resume)
+        except Exception as exc:
+            cause = outage(exc)
+            if cause is not None:
+                logger.warning("stream %s could not start (%s); closing it", self.channels, describe(cause))
+            else:
+                logger.exception("stream %s could not start; closing it so the client retries", self.channels)
             await self.close_stream(reason="error")
             return
         if expires is not None and not self.closed:

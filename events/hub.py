@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import logging
 import weakref
 from collections.abc import AsyncIterator
@@ -30,6 +31,7 @@ from channels.layers import get_channel_layer
 from events import metrics, reauth, sse, store
 from events.conf import conf
 from events.db import stream_db
+from events.log import describe, outage
 from events.messages import EVENT_MESSAGE, PING_MESSAGE, EventMessage, group_name
 from events.presence import PresenceWriter
 
@@ -39,6 +41,12 @@ logger = logging.getLogger(__name__)
 PING_TIMEOUT_SECONDS = 5.0
 # Longest gap between pings; shorter when the heartbeat is shorter.
 PING_INTERVAL_SECONDS = 5.0
+# A ping published while the subscription is being re-established (a Redis restart) is
+# dropped by pub/sub: a probe sends another this often until something arrives.
+PING_RESEND_SECONDS = 0.25
+# Once the layer is lost, the hub probes it this often, so that it notices (and says)
+# within a fraction of a second that it is back.
+LOST_PROBE_SECONDS = 0.25
 # Group memberships of the core Redis layer expire (group_expiry, a day by default);
 # joining again well before that keeps long-lived streams receiving. A no-op on pub/sub.
 GROUP_REFRESH_SECONDS = 3600.0
@@ -136,7 +144,12 @@ class Hub:
         self.positions = PositionReader()
         self._started: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._pong: asyncio.Event = asyncio.Event()
+        # Probes waiting for a message to arrive through the layer (see probe()).
+        self._arrivals: set[asyncio.Future[None]] = set()
+        # Since when the layer is lost (None: it works), and whether the last catch-up
+        # with the store failed: each change is logged once, not at every ping.
+        self.lost_since: float | None = None
+        self._store_failing = False
         # Channels whose streams were ended when the layer was lost; left later.
         self._orphans: set[str] = set()
         # Subscriber counts in Redis (events/presence.py): told of every change to
@@ -162,11 +175,17 @@ class Hub:
                 self._started.exception()  # mark retrieved: later callers re-raise it
                 self._started = None
                 raise
+            # In a context of their own: the hub outlives the request that started it,
+            # and a Django view's context holds its thread executor (asgiref's
+            # ThreadSensitiveContext), shut down when the view returns.
             self._tasks = [
-                asyncio.create_task(self._receive_loop(), name="events-hub-receive"),
-                asyncio.create_task(self._heartbeat_loop(), name="events-hub-heartbeat"),
-                asyncio.create_task(self._liveness_loop(), name="events-hub-liveness"),
-                asyncio.create_task(self.presence.run(), name="events-hub-presence"),
+                asyncio.create_task(coroutine, name=name, context=contextvars.Context())
+                for coroutine, name in (
+                    (self._receive_loop(), "events-hub-receive"),
+                    (self._heartbeat_loop(), "events-hub-heartbeat"),
+                    (self._liveness_loop(), "events-hub-liveness"),
+                    (self.presence.run(), "events-hub-presence"),
+                )
             ]
             metrics.layer_state(up=True)
             self._started.set_result(None)
@@ -239,7 +258,8 @@ class Hub:
         for channel in stream.channels:
             state = self.channels.get(channel)
             if state is None:
-                raise RuntimeError(f"joining channel {channel!r} failed")
+                # Dropped while joining: the layer was lost meanwhile (_drop_all).
+                raise ConnectionError(f"channel {channel!r} was dropped: the channel layer was lost")
             await state.ready.wait()
             if state.error is not None:
                 raise RuntimeError(f"joining channel {channel!r} failed") from state.error
@@ -302,7 +322,10 @@ class Hub:
             # before this read is covered by it, one committed after arrives as a message.
             last_seq = await self.positions.read(channel)
         except Exception as exc:
-            logger.exception("joining channel %r failed", channel)
+            if outage(exc):
+                logger.warning("joining channel %r failed (%s)", channel, describe(outage(exc)))
+            else:
+                logger.exception("joining channel %r failed", channel)
             state.error = exc
             if self.channels.get(channel) is state:
                 del self.channels[channel]
@@ -322,7 +345,9 @@ class Hub:
             message = await self.layer.receive(self.channel_name)
             # Any message proves the layer alive, not only our ping: behind a long
             # backlog of events the ping itself may take longer than its timeout.
-            self._pong.set()
+            for arrival in self._arrivals:
+                if not arrival.done():
+                    arrival.set_result(None)
             # Let the event loop run between two events: a backlog taken from the
             # layer's queue would otherwise be fanned out without Twisted ever
             # flushing a socket in between (and slow-reader limits would trip).
@@ -344,8 +369,11 @@ class Hub:
             try:
                 async with state.lock:
                     await self._accept(channel, state, message)  # type: ignore[arg-type]
-            except Exception:
-                logger.exception("delivering %r failed", message)
+            except Exception as exc:
+                if outage(exc):  # a gap to fill while the store is down
+                    logger.warning("delivering %s:%s failed (%s)", channel, message.get("seq"), describe(exc))
+                else:
+                    logger.exception("delivering %r failed", message)
 
     async def _accept(self, channel: str, state: ChannelState, message: EventMessage) -> None:
         seq = message["seq"]
@@ -446,45 +474,87 @@ class Hub:
                     except Exception:
                         logger.exception("heartbeat to a stream failed")
 
+    async def probe(self, timeout: float) -> None:
+        """Return once a message has come in through this process's own subscription
+        after the call; raise (TimeoutError, or the layer's error) if none does in time.
+
+        A fresh connection to Redis can work while the subscription the hub listens on
+        is still being re-established; only a round trip through it shows that live
+        events reach this process's streams (the liveness loop and /healthz ask here).
+        """
+        await self._ensure_started()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        arrival: asyncio.Future[None] = loop.create_future()
+        self._arrivals.add(arrival)
+        try:
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise TimeoutError(f"nothing came back through the channel layer within {timeout:g} s")
+                await asyncio.wait_for(self.layer.send(self.channel_name, {"type": PING_MESSAGE}), remaining)
+                done, _ = await asyncio.wait([arrival], timeout=min(PING_RESEND_SECONDS, remaining))
+                if done:
+                    return
+        finally:
+            self._arrivals.discard(arrival)
+
     async def _liveness_loop(self) -> None:
-        """Ping ourselves through the layer; if it does not come back, the layer is lost.
+        """Ping ourselves through the layer; if nothing comes back, the layer is lost.
 
         The pub/sub layer hides a Redis outage (it logs and retries inside its own
-        task), and messages published meanwhile are gone. So when a ping fails, every
+        task), and messages published meanwhile are gone. So when a probe fails, every
         local stream is ended: clients reconnect, and resume from the store once Redis
         answers again. The hub's channel positions are dropped with them, so that the
-        next streams join afresh.
+        next streams join afresh. While lost, the layer is probed every
+        LOST_PROBE_SECONDS; the loss and the recovery are logged once each.
         """
         loop = asyncio.get_running_loop()
         last_refresh = loop.time()
         while True:
-            await asyncio.sleep(min(PING_INTERVAL_SECONDS, conf.heartbeat_seconds))
-            self._pong.clear()
+            interval = min(PING_INTERVAL_SECONDS, conf.heartbeat_seconds)
+            await asyncio.sleep(interval if self.lost_since is None else LOST_PROBE_SECONDS)
             try:
-                await asyncio.wait_for(
-                    self.layer.send(self.channel_name, {"type": PING_MESSAGE}), PING_TIMEOUT_SECONDS
-                )
-                await asyncio.wait_for(self._pong.wait(), PING_TIMEOUT_SECONDS)
+                await self.probe(PING_TIMEOUT_SECONDS)
             except Exception as exc:
-                logger.error("channel layer lost (%r); ending %d local streams", exc, len(self.streams))
+                if self.lost_since is None:
+                    self.lost_since = loop.time()
+                    logger.error(
+                        "channel layer lost (%s); ending %d local streams", describe(exc), len(self.streams)
+                    )
                 metrics.layer_state(up=False, lost_now=self._layer_up)
                 self._layer_up = False
+                # Also streams opened while it is lost: they may be deaf.
                 await self._drop_all()
                 continue
+            if self.lost_since is not None:
+                logger.warning("channel layer back after %.1f s", loop.time() - self.lost_since)
+                self.lost_since = None
             if not self._layer_up:
                 metrics.layer_state(up=True)
                 self._layer_up = True
             if self._orphans:
                 await self._discard_orphans()
-            try:
-                await self._reconcile()
-            except Exception:
-                logger.exception("catching up channels from the store failed")
+            await self._catch_up_with_store()
             if loop.time() - last_refresh > GROUP_REFRESH_SECONDS:
                 last_refresh = loop.time()
                 for channel in list(self.channels):
                     async with self._membership(channel):
                         await self._layer_call(self.layer.group_add, group_name(channel))
+
+    async def _catch_up_with_store(self) -> None:
+        """_reconcile, logging a failing store once (and its return), not at every ping:
+        while the database is down, open streams keep their live events."""
+        try:
+            await self._reconcile()
+        except Exception as exc:
+            if not self._store_failing:
+                self._store_failing = True
+                logger.error("catching up channels from the store failed (%s); will retry", describe(exc))
+            return
+        if self._store_failing:
+            self._store_failing = False
+            logger.warning("the store answers again; channels caught up")
 
     async def _drop_all(self) -> None:
         streams, self.streams = list(self.streams), set()

@@ -9,11 +9,10 @@ import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.core.handlers.wsgi import WSGIRequest
-from django.db import connection
+from django.db.utils import Error as DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import render
@@ -23,6 +22,8 @@ from django.views.decorators.csrf import csrf_exempt
 
 from events import cors, metrics, presence, redis_clients
 from events.conf import conf
+from events.hub import get_hub
+from events.log import describe
 from events.names import channel_error, event_type_error
 from events.policy import publish_denied
 from events.positions import format_position
@@ -33,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 PUBLISH_METHODS = "POST, OPTIONS"
 HEALTH_TIMEOUT_SECONDS = 2.0
+# Seconds a publisher is told to wait when the database is down.
+PUBLISH_RETRY_AFTER = "5"
 # The feed page listens for this many event types at most (EventSource needs a listener per name).
 FEED_MAX_TYPES = 200
 
@@ -124,6 +127,18 @@ BATCH_SHAPE = '[{"channel": "name", "event": "type", "data": ...}, ...]'
 @csrf_exempt  # checked in _authorise, and only for session-authenticated requests
 def publish(request: HttpRequest, channel: str = "") -> HttpResponse:
     """POST /events/<channel>/ publishes one event; POST /events/ a list of events."""
+    try:
+        return _publish(request, channel)
+    except DatabaseError:
+        # The events cannot be stored, so none is sent: the publisher should retry.
+        # (Django logs the 503 in one line; the traceback says nothing more.)
+        return _with_cors(
+            request,
+            error(503, "the database is unavailable; nothing was published", Retry_After=PUBLISH_RETRY_AFTER),
+        )
+
+
+def _publish(request: HttpRequest, channel: str) -> HttpResponse:
     if request.method == "OPTIONS":
         return _with_cors(request, HttpResponse(status=204), preflight=True)
     if request.method in ("GET", "HEAD"):
@@ -352,21 +367,27 @@ def metrics_endpoint(request: HttpRequest) -> HttpResponse:
     return HttpResponse(body, content_type=content_type)
 
 
+# The health checks failing at the last probe (each change is logged once).
+_failing_checks: set[str] = set()
+
+
 async def healthz(request: HttpRequest) -> HttpResponse:
-    """200 when the database and the channel layer answer, else 503; staff are told
-    which check failed."""
+    """200 when the database answers and this process's hub receives through the
+    channel layer, else 503; staff are told which check failed."""
     checks: dict[str, str] = {}
 
     def database() -> None:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
+        from events.models import Channel
+
+        # The store's own table, not only a connection: a database that answers but
+        # lost its tables (a wrong or missing SQLite file) cannot serve streams either.
+        Channel.objects.filter(pk="").exists()
 
     async def layer() -> None:
-        channel_layer = get_channel_layer()
-        if channel_layer is None:
-            raise RuntimeError("no channel layer configured")
-        # A send to a channel nobody listens on: a round trip to Redis, nothing more.
-        await channel_layer.send("events.healthz", {"type": "events.healthz"})
+        # A round trip through the subscription this process's streams are fed from,
+        # not only a fresh connection: after a Redis restart the latter works at once,
+        # the former only once the subscription is back.
+        await get_hub().probe(HEALTH_TIMEOUT_SECONDS)
 
     probes = [("database", database_sync_to_async(database)), ("channel_layer", layer)]
     if len(redis_clients.layer_hosts()) > 1:
@@ -378,13 +399,24 @@ async def healthz(request: HttpRequest) -> HttpResponse:
             await asyncio.wait_for(probe(), HEALTH_TIMEOUT_SECONDS)
             checks[name] = "ok"
         except Exception as exc:
-            logger.warning("health check %s failed: %r", name, exc)
             checks[name] = f"failed: {type(exc).__name__}"
+            # Logged when a check starts failing, not at each probe (a load balancer
+            # asks every few seconds).
+            if name not in _failing_checks:
+                _failing_checks.add(name)
+                logger.warning("health check %s failed: %s", name, describe(exc))
+        else:
+            if name in _failing_checks:
+                _failing_checks.discard(name)
+                logger.warning("health check %s passes again", name)
     ok = all(value == "ok" for value in checks.values())
     body = {"status": "ok" if ok else "unavailable"}
     # What failed, and how, is for operators: staff see it here, everyone sees the log.
-    user = await request.auser()
-    if user.is_active and user.is_staff:
+    try:
+        user = await request.auser()
+    except DatabaseError:
+        user = None  # the session is in the database that is down: no details
+    if user is not None and user.is_active and user.is_staff:
         body.update(checks)
     return JsonResponse(body, status=200 if ok else 503)
 

@@ -254,12 +254,21 @@ LOGGING = {
             "format": "%(asctime)s %(levelname)s %(name)s: %(message)s",
         },
     },
+    "filters": {"layer_reconnects": {"()": "events.log.LayerReconnectFilter"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain"},
         "console_one_line": {"class": "logging.StreamHandler", "formatter": "one_line"},
     },
     "loggers": {
-        "events": {"handlers": ["console"], "level": os.environ.get("EVENTS_LOG_LEVEL", "INFO")},
+        # Not propagated: daphne gives the root logger a handler too, and every line
+        # would be printed twice.
+        "events": {
+            "handlers": ["console"],
+            "level": os.environ.get("EVENTS_LOG_LEVEL", "INFO"),
+            "propagate": False,
+        },
+        # A traceback a second while Redis is down; the hub reports it in two lines.
+        "channels_redis.pubsub": {"filters": ["layer_reconnects"]},
         # Answered 400; one line each rather than a traceback per scanner request.
         "django.security.DisallowedHost": {"handlers": ["console_one_line"], "propagate": False},
     },
