@@ -177,7 +177,7 @@ class Publisher:
             )
             return
         try:
-            await asyncio.wait_for(send_batch(layer, batch), BROADCAST_TIMEOUT_SECONDS)
+            await asyncio.wait_for(_send_reconnecting(layer, batch), BROADCAST_TIMEOUT_SECONDS)
         except Exception as exc:
             metrics.broadcast_failed(len(batch))
             if isinstance(exc, LAYER_DOWN):
@@ -192,6 +192,18 @@ class Publisher:
             logger.debug("broadcast of %s failed", _ids(batch), exc_info=True)
         else:
             metrics.broadcast_done(batch)
+
+
+async def _send_reconnecting(layer: Any, batch: list[EventMessage]) -> None:
+    """send_batch, tried once more when the connection fails: the connection this thread
+    keeps is broken by a Redis restart, and the client reconnects on the next command;
+    without the second try, the first batch after every restart would open the breaker
+    and reach subscribers only from the store, seconds later. A batch that partly went
+    out is sent again whole: hubs drop a seq they have already delivered."""
+    try:
+        await send_batch(layer, batch)
+    except LAYER_DOWN:
+        await send_batch(layer, batch)
 
 
 async def send_batch(layer: Any, batch: list[EventMessage]) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+import redis.exceptions
 from channels.layers import channel_layers
 from django.db import transaction
 from django.test import override_settings
@@ -346,7 +347,9 @@ def test_after_a_failure_publishers_skip_the_layer_for_a_moment(
         events = [send_event(name, n) for n in range(5)]
         broadcaster.flush()
     assert [e.seq for e in events] == [1, 2, 3, 4, 5]
-    assert len(attempts) == 1
+    # The first batch is tried twice (a kept connection may be stale: the second try
+    # reconnects); the batches after it are not tried at all.
+    assert len(attempts) == 2 and attempts[0] == attempts[1], attempts
     lines = [r.getMessage() for r in caplog.records if r.name == "events.publish"]
     assert all("failed" in line or "skipped" in line for line in lines), lines
     for seq in range(1, 6):
@@ -415,3 +418,28 @@ def test_history_is_trimmed_in_batches(settings) -> None:
     assert seen[22] == list(range(3, 24))
     assert seen[23] == list(range(5, 25))
     assert seen[24] == list(range(5, 26))
+
+
+def test_a_connection_broken_by_a_redis_restart_is_retried_at_once(monkeypatch, caplog) -> None:
+    """The publisher thread keeps its connection; after a Redis restart the first command
+    on it fails. The batch goes out on the reconnect, and the breaker stays closed."""
+    attempts = []
+    real = broadcaster.send_batch
+
+    async def stale_once(layer, batch):
+        attempts.append(batch)
+        if len(attempts) == 1:
+            raise redis.exceptions.ConnectionError("Connection closed by server.")
+        await real(layer, batch)
+
+    monkeypatch.setattr(broadcaster, "send_batch", stale_once)
+    name = channel()
+    with GroupListener(name) as listener, caplog.at_level(logging.WARNING, logger="events"):
+        first = send_event(name, {"n": 1})
+        broadcaster.flush()
+        later = send_event(name, {"n": 2})
+        broadcaster.flush()
+        received = listener.messages(count=2, timeout=ARRIVE)
+    assert [m["seq"] for m in received] == [first.seq, later.seq]
+    assert len(attempts) == 3
+    assert not [r for r in caplog.records if r.name == "events.publish"], caplog.records
