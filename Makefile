@@ -31,9 +31,11 @@ test: $(STAMP) $(LOCAL_KEY)
 	$(PY) manage.py check --fail-level WARNING
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Lint, format and types (mypy, strict on events/: pyproject.toml).
 check lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -48,3 +48,14 @@ def outage(error: BaseException) -> BaseException | None:
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def log_failure(logger: logging.Logger, error: BaseException, message: str, *args: object) -> None:
+    """Log `message % args` for a failure: in one warning line naming the cause when the
+    database or Redis is out (an outage is expected and says enough), with the whole
+    traceback at error level otherwise (a bug)."""
+    cause = outage(error)
+    if cause is not None:
+        logger.warning(message + " (%s)", *args, describe(cause))
+    else:
+        logger.error(message, *args, exc_info=error)
