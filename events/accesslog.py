@@ -24,12 +24,11 @@ def install() -> None:
         from daphne.access import AccessLogGenerator
     except ImportError:
         return
-    if getattr(AccessLogGenerator.write_entry, "redacts_tokens", False):
-        return
+    if AccessLogGenerator.write_entry.__module__ == __name__:
+        return  # installed already: the method is this module's
     original = AccessLogGenerator.write_entry
 
     def write_entry(self: Any, host: Any, date: Any, request: str, *args: Any, **kwargs: Any) -> None:
         original(self, host, date, redact(request), *args, **kwargs)
 
-    write_entry.redacts_tokens = True  # type: ignore[attr-defined]
-    AccessLogGenerator.write_entry = write_entry  # type: ignore[method-assign]
+    AccessLogGenerator.write_entry = write_entry

@@ -19,9 +19,14 @@ from events.conf import DEFAULTS, conf, get
 
 def _positive_number(name: str, check_id: str, *, integer: bool) -> list[Error]:
     value = get(name)
-    types: tuple[type, ...] = (int,) if integer else (int, float)
     # NaN compares False with everything and inf would mean "never": both are rejected.
-    if isinstance(value, bool) or not isinstance(value, types) or not math.isfinite(value) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (integer and not isinstance(value, int))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         kind = "a positive integer" if integer else "a positive number"
         return [
             Error(f"{name} must be {kind}, not {value!r}.", hint=f"Default: {DEFAULTS[name]!r}.", id=check_id)

@@ -34,7 +34,8 @@ def layer_hosts() -> list[dict[str, Any]]:
     if not hosts or isinstance(hosts, (str, bytes)):
         # channels-redis would fall back to localhost (none) or refuse (a bare string).
         return []
-    return decode_hosts(hosts)
+    decoded: list[dict[str, Any]] = decode_hosts(hosts)
+    return decoded
 
 
 def _with_timeouts(host: dict[str, Any]) -> dict[str, Any]:

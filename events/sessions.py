@@ -19,4 +19,4 @@ SESSION_KEY = re.compile(r"[a-z0-9]{8,40}")
 
 class SessionStore(DatabaseSessionStore):
     def _validate_session_key(self, key: str | None) -> bool:
-        return bool(key) and SESSION_KEY.fullmatch(key) is not None  # type: ignore[arg-type]
+        return bool(key and SESSION_KEY.fullmatch(key))
