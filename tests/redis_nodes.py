@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -18,12 +17,12 @@ from pathlib import Path
 import redis
 
 from events.embedded_redis import redis_server_binary
-from tests.servers import _die_with_parent, free_port
+from tests.servers import ServerProcess, free_port, redis_server_args, spawn
 
 MASTER_NAME = "events-master"
 
 
-class RedisProcess:
+class RedisProcess(ServerProcess):
     """One redis-server (or Sentinel) of the test's, with its own directory and log."""
 
     def __init__(self, name: str, args: list[str], port: int, client: Callable[[], redis.Redis]) -> None:
@@ -31,15 +30,12 @@ class RedisProcess:
         self.args = args
         self.port = port
         self.client = client
-        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, binary: str | None = None, timeout: float = 10) -> RedisProcess:
-        self.process = subprocess.Popen(
+        self.process = spawn(
             [binary or redis_server_binary(), *self.args],
-            stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while True:
@@ -55,43 +51,9 @@ class RedisProcess:
                     raise RuntimeError(f"{self.name} did not answer within {timeout} s") from None
                 time.sleep(0.05)
 
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no goodbye to replicas or Sentinels."""
-        if self.process is not None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
-            self.process = None
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-            self.process = None
-
 
 def _plain(port: int) -> Callable[[], redis.Redis]:
     return lambda: redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
-
-
-def _server_args(port: int, workdir: Path) -> list[str]:
-    return [
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(workdir),
-        "--logfile",
-        str(workdir / "redis.log"),
-    ]
 
 
 class SentinelSetup:
@@ -126,7 +88,7 @@ class SentinelSetup:
     def _server(self, name: str, port: int, extra: list[str]) -> RedisProcess:
         workdir = self.dir / name
         workdir.mkdir()
-        return RedisProcess(name, _server_args(port, workdir) + extra, port, _plain(port))
+        return RedisProcess(name, redis_server_args(port, workdir) + extra, port, _plain(port))
 
     def _sentinel(self, n: int, master_port: int) -> RedisProcess:
         workdir = self.dir / f"sentinel{n}"

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO, Any
 
 import httpx
 
@@ -29,17 +30,59 @@ def _die_with_parent() -> None:
         pass  # not Linux: the fixtures' own clean-up still applies
 
 
+def spawn(args: list[str], log: IO[bytes] | None = None, **options: Any) -> subprocess.Popen[bytes]:
+    """Start a process of the test's: no stdin, its output (stdout and stderr) into `log`
+    when given, and ended by Linux if the test process dies. `options` go to Popen."""
+    defaults: dict[str, Any] = {"stdin": subprocess.DEVNULL, "preexec_fn": _die_with_parent}
+    if log is not None:
+        defaults.update(stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(args, **{**defaults, **options})
+
+
+def wait_healthy(
+    url: str,
+    process: subprocess.Popen[bytes],
+    output: Callable[[], str],
+    timeout: float = 30,
+    name: str = "the server",
+) -> None:
+    """Return once GET `url`/healthz answers 200; RuntimeError, with what the process
+    wrote, when it exits first or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{output()}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{name} did not become healthy within {timeout} s:\n{output()}")
+
+
+def end_process(process: subprocess.Popen[bytes], how: signal.Signals = signal.SIGTERM) -> None:
+    """Send `how` and wait for the process to end; SIGKILL if it has not within 10 s."""
+    process.send_signal(how)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def command(
+    args: list[str], cwd: Path, env: dict[str, str] | None, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Run a command to its end, no stdin, its output captured as text."""
+    return subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
+
+
 def manage(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """`python manage.py ARGS` as its own process (a second shell), output captured."""
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+    return command([sys.executable, "manage.py", *args], ROOT, env, timeout)
 
 
 def free_port() -> int:
@@ -48,7 +91,42 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class RedisServer:
+class ServerProcess:
+    """A process of the test's, which the test may stop (SIGTERM) or kill (SIGKILL)."""
+
+    process: subprocess.Popen[bytes] | None = None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no goodbye to clients, replicas or Sentinels."""
+        if self.process is not None:
+            end_process(self.process, signal.SIGKILL)
+            self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            end_process(self.process)
+            self.process = None
+
+
+def redis_server_args(port: int, workdir: Path) -> list[str]:
+    """A redis-server on loopback that keeps nothing on disk but its log, in `workdir`."""
+    return [
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+        "--logfile",
+        str(workdir / "redis.log"),
+    ]
+
+
+class RedisServer(ServerProcess):
     """A redis-server of the tests' own on a free port, which tests may stop and restart."""
 
     def __init__(self) -> None:
@@ -61,25 +139,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                redis_server_binary(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir,
-                "--logfile",
-                os.path.join(self.dir, "redis.log"),
-            ],
-            stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
-        )
+        self.process = spawn([redis_server_binary(), *redis_server_args(self.port, Path(self.dir))])
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -93,14 +153,8 @@ class RedisServer:
                 time.sleep(0.05)
         raise RuntimeError("redis-server did not start within 10 s")
 
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
 
-
-class Daphne:
+class Daphne(ServerProcess):
     """A daphne process serving the project, on a free port."""
 
     def __init__(self, env: dict[str, str], port: int | None = None, nofile: int | None = None) -> None:
@@ -117,36 +171,20 @@ class Daphne:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> Daphne:
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "site_config.asgi:application",
-            ],
+        command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
+        self.process = spawn(
+            [*command, "site_config.asgi:application"],
+            self.log,
             cwd=ROOT,
             env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
             preexec_fn=self._limits,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"daphne exited with {self.process.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"daphne did not become healthy within {timeout} s:\n{self.output()}")
+        try:
+            wait_healthy(self.url, self.process, self.output, timeout, "daphne")
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     def _limits(self) -> None:
         """Runs in the child before exec."""
@@ -158,19 +196,3 @@ class Daphne:
 
     def output(self) -> str:
         return Path(self.log.name).read_text(errors="replace")
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            self.process = None
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-            self.process = None

@@ -1,11 +1,20 @@
-"""Helpers for driving the SSE consumer through channels.testing communicators."""
+"""Helpers for tests of streams: unique channel names, and the SSE consumer driven
+through channels.testing communicators."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 from channels.testing import ApplicationCommunicator
+
+Headers = list[tuple[bytes, bytes]]
+
+
+def channel(prefix: str = "test") -> str:
+    """A channel name no other test uses (the tests share one Redis and database)."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 def http_scope(
@@ -103,3 +112,35 @@ class Stream:
     async def close(self) -> None:
         await self.communicator.send_input({"type": "http.disconnect"})
         await self.communicator.wait(5)
+
+
+async def open_stream(
+    path: str,
+    query: bytes = b"",
+    headers: Headers | None = None,
+    *,
+    last_id: str | None = None,
+) -> Stream:
+    """A stream through the project's ASGI application, its status and headers read;
+    `last_id` is sent as Last-Event-ID."""
+    from site_config.asgi import application  # the project's: imported once Django is set up
+
+    if last_id is not None:
+        headers = [*(headers or []), (b"last-event-id", last_id.encode())]
+    return await Stream(application, path, query, headers).open()
+
+
+async def live(stream: Stream, timeout: float = 5) -> list[dict[str, str]]:
+    """Read until the stream has caught up (its first id block is written); returns the
+    frames read so far."""
+    return await stream.frames_until(lambda frames: any("id" in f for f in frames), timeout)
+
+
+async def open_live(
+    path: str, query: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None
+) -> Stream:
+    """A stream opened and caught up: what comes next is live."""
+    stream = await open_stream(path, query, headers)
+    assert stream.status == 200, stream.status
+    await live(stream)
+    return stream

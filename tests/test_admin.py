@@ -12,6 +12,7 @@ from demo.models import Order
 from events import send_event
 from events.models import Event
 from tests.layer_probe import GroupListener
+from tests.streams import channel
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -19,10 +20,6 @@ ARRIVE = 3.0
 QUIET = 0.5
 CHANGELIST = "/admin/events/event/"
 ADD = "/admin/events/event/add/"
-
-
-def channel() -> str:
-    return f"test-{uuid.uuid4().hex[:12]}"
 
 
 def rows(name: str) -> list[tuple[int, str, str]]:

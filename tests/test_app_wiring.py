@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 
 import pytest
 from django.conf import settings as django_settings
@@ -22,6 +21,7 @@ from django.urls import reverse
 from events import checks, send_event
 from events.asgi import is_wrapped, with_streams
 from tests.servers import ROOT
+from tests.streams import channel
 
 pytestmark = pytest.mark.django_db
 THIS = sys.modules[__name__]
@@ -30,10 +30,6 @@ THIS = sys.modules[__name__]
 app_templates_only = override_settings(
     TEMPLATES=[{**django_settings.TEMPLATES[0], "DIRS": []}],
 )
-
-
-def channel() -> str:
-    return f"wire-{uuid.uuid4().hex[:10]}"
 
 
 def ids(messages) -> list[str]:

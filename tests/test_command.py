@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import uuid
 from io import StringIO
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from django.core.management import CommandError, call_command
 from events.models import Event
 from tests.layer_probe import GroupListener
 from tests.servers import manage
+from tests.streams import channel
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,10 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 ARRIVE = 3.0
 QUIET = 0.5
 PROCESS_TIMEOUT = 60
-
-
-def channel() -> str:
-    return f"test-{uuid.uuid4().hex[:12]}"
 
 
 def send(*args: str) -> str:

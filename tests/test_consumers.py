@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 
 import pytest
 import redis.asyncio as aioredis
@@ -13,22 +12,9 @@ from django.conf import settings as django_settings
 from events import asend_event
 from events.hub import get_hub
 from site_config.asgi import application
-from tests.streams import Stream, http_scope, parse_frames
+from tests.streams import Stream, channel, http_scope, live, open_stream, parse_frames
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hub_cleanup")]
-
-
-def channel() -> str:
-    return f"test-{uuid.uuid4().hex[:12]}"
-
-
-async def open_stream(path: str, query: bytes = b"", headers=None) -> Stream:
-    return await Stream(application, path, query, headers).open()
-
-
-async def live(stream: Stream) -> list[dict[str, str]]:
-    """Wait until the stream has caught up (its first id block has been written)."""
-    return await stream.frames_until(lambda fs: any("id" in f for f in fs))
 
 
 async def test_headers_and_first_bytes_before_any_event() -> None:

@@ -4,18 +4,14 @@ static files. Its behaviour in a browser is tested in tests/e2e/test_browser.py.
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 from django.test import Client
 
 from events import send_event
+from tests.streams import channel
 
 pytestmark = pytest.mark.django_db
-
-
-def channel() -> str:
-    return f"feed-{uuid.uuid4().hex[:10]}"
 
 
 def config(response) -> dict:

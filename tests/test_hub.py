@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -12,19 +11,9 @@ from asgiref.sync import sync_to_async
 from events import asend_event, hub, store
 from events.consumers import EventStreamConsumer
 from site_config.asgi import application
-from tests.streams import Stream
+from tests.streams import Stream, channel, open_live
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hub_cleanup")]
-
-
-def channel() -> str:
-    return f"test-{uuid.uuid4().hex[:12]}"
-
-
-async def open_live(path: str, query: bytes = b"", headers=None) -> Stream:
-    stream = await Stream(application, path, query, headers).open()
-    await stream.frames_until(lambda fs: any("id" in f for f in fs))
-    return stream
 
 
 async def read_until_ended(stream: Stream, timeout: float = 5) -> None:

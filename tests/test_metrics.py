@@ -10,7 +10,6 @@ import asyncio
 import io
 import json
 import re
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -26,7 +25,7 @@ from events.hub import close_hub
 from events.tokens import make_token
 from site_config.asgi import application
 from tests.servers import ROOT, RedisServer
-from tests.streams import Stream
+from tests.streams import Stream, channel, open_live
 from tests.test_publish import layer_without_redis
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hub_cleanup")]
@@ -55,10 +54,6 @@ FAMILIES = {
 }
 
 
-def channel() -> str:
-    return f"met-{uuid.uuid4().hex[:12]}"
-
-
 def value(name: str, **labels: str) -> float:
     """One sample as a scrape would read it (0 when it has not been written yet)."""
     for family in metrics.registry().collect():
@@ -80,12 +75,6 @@ class Delta:
 
 def watch(*specs: str | tuple[str, dict[str, str]]) -> Delta:
     return Delta(*[(spec, {}) if isinstance(spec, str) else spec for spec in specs])
-
-
-async def open_live(path: str, query: bytes = b"", headers=None) -> Stream:
-    stream = await Stream(application, path, query, headers).open()
-    await stream.frames_until(lambda fs: any("id" in f for f in fs))
-    return stream
 
 
 async def until(predicate, timeout: float = 10) -> None:

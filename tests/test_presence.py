@@ -20,13 +20,9 @@ from events import presence, redis_clients
 from routing import build_application
 from site_config.asgi import application
 from tests.servers import free_port
-from tests.streams import Stream
+from tests.streams import Stream, channel, live
 
 WAIT = 5.0
-
-
-def channel() -> str:
-    return f"prs-{uuid.uuid4().hex[:10]}"
 
 
 def redis_client() -> redis.Redis:
@@ -171,11 +167,11 @@ async def test_counts_rise_and_fall_as_streams_open_and_close(hub_cleanup) -> No
     a, b = channel(), channel()
     app = build_application(application)
     first = await Stream(app, f"/events/{a}/").open()
-    await first.frames_until(lambda frames: any("id" in f for f in frames))
+    await live(first)
     await await_counts([a, b], {a: 1})
     second = await Stream(app, f"/events/{a}/").open()
     both = await Stream(app, "/events/", query=f"channel={a}&channel={b}".encode()).open()
-    await both.frames_until(lambda frames: any("id" in f for f in frames))
+    await live(both)
     await await_counts([a, b], {a: 3, b: 1})
     await both.close()
     await await_counts([a, b], {a: 2})

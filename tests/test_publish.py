@@ -20,16 +20,13 @@ from events import asend_event, broadcaster, send_event
 from events.models import Channel, Event
 from tests.layer_probe import GroupListener
 from tests.servers import free_port
+from tests.streams import channel
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 # How long to wait for a broadcast, and how long silence must last to count as "none".
 ARRIVE = 3.0
 QUIET = 0.5
-
-
-def channel() -> str:
-    return f"test-{uuid.uuid4().hex[:12]}"
 
 
 def stored(name: str) -> list[tuple[int, str, str]]:

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import uuid
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from django.test import Client
 from events import asend_event, asend_events, broadcaster, send_event, send_events
 from events.models import Event
 from tests.layer_probe import GroupListener
+from tests.streams import channel
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,10 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 ARRIVE = 3.0
 QUIET = 0.5
 TOKEN = "s3cret-publish-token"
-
-
-def channel() -> str:
-    return f"test-{uuid.uuid4().hex[:12]}"
 
 
 def stored(name: str) -> list[tuple[int, str, str]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from io import StringIO
 
 import pytest
@@ -20,17 +19,12 @@ from events.models import Event
 from events.publish import encode_text
 from events.signals import broadcast_on_save
 from events.testing import capture_events, parse_sse
-from site_config.asgi import application
-from tests.streams import Stream
+from tests.streams import channel, open_live
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hub_cleanup")]
 
 TOKEN = "raw-publish-token"
 HTML = '<b>Breaking</b>: <a href="/story/1?a=1&b=2">story</a>'
-
-
-def channel() -> str:
-    return f"raw-{uuid.uuid4().hex[:12]}"
 
 
 def stored(name: str) -> list[tuple[str, str, bool]]:
@@ -97,23 +91,17 @@ async def test_asend_event_raw() -> None:
 # On the wire: live, replayed, and parsed back
 
 
-async def open_stream(path: str, query: bytes = b"", headers=None) -> Stream:
-    stream = await Stream(application, path, query, headers).open()
-    await stream.frames_until(lambda fs: any("id" in f for f in fs))
-    return stream
-
-
 async def test_live_and_replayed_raw_events_have_the_same_bytes() -> None:
     name = channel()
     expected = f'id: {name}:1\nevent: row\ndata: <li>one</li>\ndata: <li class="x">two</li>\n\n'.encode()
-    live = await open_stream(f"/events/{name}/")
+    live = await open_live(f"/events/{name}/")
     await asend_event(name, '<li>one</li>\r\n<li class="x">two</li>', event="row", raw=True)
     await live.events(1)
     assert live.buffer.endswith(expected)
     await live.close()
 
     # A client resuming from before it gets the very same frame from the store.
-    resumed = await open_stream(f"/events/{name}/", headers=[(b"last-event-id", f"{name}:0".encode())])
+    resumed = await open_live(f"/events/{name}/", headers=[(b"last-event-id", f"{name}:0".encode())])
     await resumed.events(1)
     assert expected in resumed.buffer
     [event] = [e for e in parse_sse(resumed.buffer) if e.type == "row"]
@@ -126,7 +114,7 @@ async def test_raw_and_json_events_interleave_in_order_with_resume() -> None:
     await asend_event(name, {"n": 1})
     await asend_event(name, "<p>2</p>", raw=True)
     await asend_event(name, {"n": 3})
-    stream = await open_stream(f"/events/{name}/", headers=[(b"last-event-id", f"{name}:1".encode())])
+    stream = await open_live(f"/events/{name}/", headers=[(b"last-event-id", f"{name}:1".encode())])
     events = await stream.events(2)
     assert [(e["id"], e["data"]) for e in events] == [(f"{name}:2", "<p>2</p>"), (f"{name}:3", '{"n":3}')]
     await stream.close()
@@ -141,7 +129,7 @@ async def test_a_trimmed_position_is_reset_as_for_json_events() -> None:
     for n in range(3):
         await asend_event(name, f"<p>{n}</p>", raw=True)
     await database_sync_to_async(store.trim)(name, 1)
-    stream = await open_stream(f"/events/{name}/", headers=[(b"last-event-id", f"{name}:0".encode())])
+    stream = await open_live(f"/events/{name}/", headers=[(b"last-event-id", f"{name}:0".encode())])
     await asend_event(name, "<p>live</p>", raw=True)
     events = await stream.events(2)
     assert events[0]["event"] == "stream-reset"
@@ -155,7 +143,7 @@ async def test_multi_channel_stream_without_the_slash_answers_cross_origin(setti
     origin = "https://app.example.com"
     settings.EVENTS_ALLOWED_ORIGINS = [origin]
     a, b = channel(), channel()
-    stream = await open_stream("/events", f"channel={a}&channel={b}".encode(), [(b"origin", origin.encode())])
+    stream = await open_live("/events", f"channel={a}&channel={b}".encode(), [(b"origin", origin.encode())])
     assert stream.status == 200
     assert stream.headers[b"access-control-allow-origin"] == origin.encode()
     await asend_event(b, "<i>b</i>", raw=True)

@@ -16,7 +16,7 @@ from django.test import Client
 
 from events import asend_event, reauth
 from events.tokens import make_token
-from site_config.asgi import application
+from tests import streams
 from tests.streams import Stream
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hub_cleanup")]
@@ -31,11 +31,7 @@ def logged_in(**fields) -> tuple[Client, bytes, object]:
 
 
 async def open_live(path: str, cookie: bytes | None = None, query: bytes = b"") -> Stream:
-    headers = [(b"cookie", cookie)] if cookie else []
-    stream = await Stream(application, path, query=query, headers=headers).open()
-    assert stream.status == 200
-    await stream.frames_until(lambda frames: any("id" in f for f in frames))
-    return stream
+    return await streams.open_live(path, query, [(b"cookie", cookie)] if cookie else [])
 
 
 async def revoked(stream: Stream, timeout: float) -> dict:

@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 
 import pytest
 
 from events import asend_event
 from site_config.asgi import application
-from tests.streams import Stream
+from tests.streams import Stream, channel, open_stream
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hub_cleanup")]
-
-
-def channel() -> str:
-    return f"resume-{uuid.uuid4().hex[:12]}"
-
-
-async def open_stream(path: str, query: bytes = b"", last_id: str | None = None) -> Stream:
-    headers = [(b"last-event-id", last_id.encode())] if last_id is not None else []
-    return await Stream(application, path, query, headers).open()
 
 
 def payloads(events: list[dict[str, str]]) -> list[object]:

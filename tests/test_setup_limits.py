@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import uuid
 
 import pytest
 
 from site_config.asgi import application
-from tests.streams import Stream
+from tests.streams import Stream, channel, live
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hub_cleanup")]
 
@@ -35,10 +34,6 @@ def gated(settings):
     _gate.set()
 
 
-def channel() -> str:
-    return f"setup-{uuid.uuid4().hex[:10]}"
-
-
 async def test_set_ups_in_flight_per_client_are_capped_with_a_429(settings, gated) -> None:
     settings.EVENTS_MAX_PENDING_SETUPS_PER_CLIENT = 2
     held = [Stream(application, f"/events/{channel()}/") for _ in range(2)]
@@ -57,7 +52,7 @@ async def test_set_ups_in_flight_per_client_are_capped_with_a_429(settings, gate
     for task in [*opening, other]:
         assert (await asyncio.wait_for(task, 5)).status == 200
     for stream in held:
-        await stream.frames_until(lambda frames: any("id" in frame for frame in frames))
+        await live(stream)
     # Set up and live: they no longer count.
     fourth = await Stream(application, f"/events/{channel()}/").open()
     assert fourth.status == 200

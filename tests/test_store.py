@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from django.db import transaction
 
 from events import store
 from events.models import Channel, Event
+from tests.streams import channel
 
 pytestmark = pytest.mark.django_db
-
-
-def channel() -> str:
-    return f"test-{uuid.uuid4().hex[:12]}"
 
 
 def seqs(name: str) -> list[int]:

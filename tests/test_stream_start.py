@@ -5,20 +5,15 @@ channel) reaches the stream from the store, once, in order."""
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
 
 from events import asend_event, hub, store
 from site_config.asgi import application
-from tests.streams import Stream
+from tests.streams import Stream, channel, live, open_live, open_stream
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hub_cleanup")]
-
-
-def channel() -> str:
-    return f"start-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture
@@ -55,8 +50,7 @@ async def test_event_committed_while_the_hub_joins_is_delivered(commit_while_joi
 
 async def test_several_channels_one_joined_one_new(commit_while_joining) -> None:
     joined, new = channel(), channel()
-    holder = await Stream(application, f"/events/{joined}/").open()
-    await holder.frames_until(lambda frames: any("id" in f for f in frames))
+    holder = await open_live(f"/events/{joined}/")
     # The committed event is on the channel new to the hub; the other is already joined.
     commit_while_joining.append(new)
     stream = await Stream(application, "/events/", f"channel={joined}&channel={new}".encode()).open()
@@ -76,8 +70,8 @@ async def test_event_committed_before_the_head_is_not_replayed() -> None:
     committed before is history (a client asks for it with Last-Event-ID)."""
     name = channel()
     await asend_event(name, "before")
-    stream = await Stream(application, f"/events/{name}/").open()
-    frames = await stream.frames_until(lambda fs: any("id" in f for f in fs))
+    stream = await open_stream(f"/events/{name}/")
+    frames = await live(stream)
     assert [f for f in frames if "id" in f] == [{"id": f"{name}:1"}]
     await asend_event(name, "after")
     events = await stream.events(1)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 
 import pytest
 from django.db import transaction
@@ -16,10 +15,7 @@ from events.hub import _hubs
 from events.testing import EventOutbox, SSEEvent, SSEParser, asgi_stream, capture_events, connect, parse_sse
 from tests.layer_probe import GroupListener
 from tests.servers import Daphne
-
-
-def channel() -> str:
-    return f"tst-{uuid.uuid4().hex[:10]}"
+from tests.streams import channel
 
 
 def sent(outbox: list) -> list[tuple[str, str, object]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,6 +14,7 @@ from django.test import Client, override_settings
 from events.models import Event
 from tests.layer_probe import GroupListener
 from tests.servers import free_port
+from tests.streams import channel
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,10 +22,6 @@ TOKEN = "s3cret-publish-token"
 ARRIVE = 3.0
 QUIET = 0.5
 ORIGIN = "https://app.example.com"
-
-
-def channel() -> str:
-    return f"test-{uuid.uuid4().hex[:12]}"
 
 
 def post(

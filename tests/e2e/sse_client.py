@@ -81,6 +81,14 @@ class Subscriber:
         return self.events
 
 
+async def close_all(subscribers: list[Subscriber]) -> None:
+    """Close every subscriber, even those whose stream ended with an error (its server
+    was killed: expected where this is used)."""
+    for subscriber in subscribers:
+        with contextlib.suppress(httpx.HTTPError):
+            await subscriber.aclose()
+
+
 class ResumingClient:
     """Behaves like EventSource: reconnects after any end or error, sending Last-Event-ID.
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 
 import httpx
 import pytest
@@ -18,15 +17,12 @@ from events import send_event
 from events.tokens import SALT, make_token
 from tests.e2e.sse_client import Subscriber
 from tests.servers import Daphne
+from tests.streams import channel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 ORIGIN = "https://app.example.com"
 CREDENTIALED = "https://admin.example.com"
-
-
-def channel(prefix: str = "acc") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 def session_cookie(user) -> dict[str, str]:

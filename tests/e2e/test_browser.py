@@ -16,10 +16,7 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import time
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -27,56 +24,15 @@ from asgiref.sync import sync_to_async
 
 from demo.models import Order
 from events import asend_event, presence, sse
+from tests.e2e.browser import CHROMIUM  # noqa: F401  (the import skips this module where Chromium is missing)
 from tests.servers import ROOT, Daphne, free_port
+from tests.streams import channel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-async_api = pytest.importorskip("playwright.async_api", reason="the playwright package is not installed")
-
-
-def find_chromium() -> str | None:
-    candidates = [os.environ.get("CHROMIUM"), "/usr/bin/chromium"]
-    candidates += [shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")]
-    return next((path for path in candidates if path and os.access(path, os.X_OK)), None)
-
-
-CHROMIUM = find_chromium()
-if CHROMIUM is None:
-    pytest.skip(
-        "browser tests skipped: no Chromium found at /usr/bin/chromium, on PATH or in $CHROMIUM "
-        "(Debian: apt-get install -y chromium; .ci/run does this when it runs as root)",
-        allow_module_level=True,
-    )
-
-# As root in a container, with no GPU and a closed network (no calls home).
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCREENSHOT = ROOT / "docs" / "feed.png"
 PASSWORD = "browser-test-pw-1"
 EVENT = "li.event"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[object]:
-    async with async_api.async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        await browser.close()
-
-
-@pytest.fixture
-async def context(browser) -> AsyncIterator[object]:
-    context = await browser.new_context(viewport={"width": 1000, "height": 760}, locale="en-GB")
-    context.set_default_timeout(15_000)
-    yield context
-    await context.close()
 
 
 @pytest.fixture
@@ -84,10 +40,6 @@ def staff(django_user_model):
     return django_user_model.objects.create_user(
         "editor", password=PASSWORD, is_staff=True, is_superuser=True
     )
-
-
-def channel() -> str:
-    return f"web-{uuid.uuid4().hex[:8]}"
 
 
 async def open_feed(context, base: str, query: str):

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 
@@ -25,12 +24,9 @@ from django.conf import settings as django_settings
 from events import broadcaster, send_event, store
 from tests.e2e.sse_client import ResumingClient, Subscriber
 from tests.servers import ROOT, Daphne, RedisServer
+from tests.streams import channel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-def channel() -> str:
-    return f"dlv-{uuid.uuid4().hex[:10]}"
 
 
 def by_channel(events, channels: list[str]) -> dict[str, list[tuple[int, object]]]:

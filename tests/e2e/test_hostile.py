@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 
 import psutil
 import pytest
@@ -20,6 +19,7 @@ from asgiref.sync import sync_to_async
 from events.models import Channel, Event
 from tests.e2e.sse_client import Subscriber
 from tests.servers import ROOT, Daphne
+from tests.streams import channel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -31,10 +31,6 @@ _addresses = itertools.count(2)
 
 def other_client() -> str:
     return f"127.0.0.{next(_addresses) % 250 + 2}"
-
-
-def channel(prefix: str = "hst") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 @sync_to_async

@@ -15,8 +15,7 @@ import contextlib
 import mimetypes
 import os
 import threading
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,9 +29,11 @@ from demo.models import Order
 from events import asend_html
 from events.signals import broadcast_on_save
 from events.tokens import make_token
+from tests.e2e.browser import async_api
 from tests.e2e.npm import NpmMissing, install
-from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS, async_api, wait_for_count
+from tests.e2e.test_browser import wait_for_count
 from tests.servers import ROOT, Daphne, free_port
+from tests.streams import channel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -49,19 +50,8 @@ TURBO = "@hotwired/turbo/dist/turbo.es2017-esm.js"
 
 
 @pytest.fixture
-async def browser() -> AsyncIterator[object]:
-    async with async_api.async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        await browser.close()
-
-
-@pytest.fixture
-async def context(browser) -> AsyncIterator[object]:
-    context = await browser.new_context(viewport={"width": 1000, "height": 640}, locale="en-GB")
-    context.set_default_timeout(15_000)
-    yield context
-    await context.close()
+def viewport_height() -> int:
+    return 640  # the screenshot's height
 
 
 @pytest.fixture(scope="session")
@@ -85,10 +75,6 @@ def site(server_env) -> Iterator[Daphne]:
     server = Daphne({**server_env, "EVENTS_CREDENTIALED_ORIGINS": APP}).start()
     yield server
     server.stop()
-
-
-def channel() -> str:
-    return f"html-{uuid.uuid4().hex[:8]}"
 
 
 @contextlib.contextmanager

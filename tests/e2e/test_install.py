@@ -18,7 +18,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ import httpx
 import pytest
 
 from tests.e2e.sse_client import Subscriber
-from tests.servers import ROOT, _die_with_parent, free_port
+from tests.servers import ROOT, command, end_process, free_port, spawn, wait_healthy
 
 pytestmark = [pytest.mark.e2e]
 
@@ -53,15 +52,7 @@ def readme_blocks() -> dict[str, str]:
 
 
 def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(
-        [str(arg) for arg in args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT,
-        stdin=subprocess.DEVNULL,
-    )
+    result = command([str(arg) for arg in args], cwd, env, COMMAND_TIMEOUT)
     assert result.returncode == 0, f"{args} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
     return result.stdout + result.stderr
 
@@ -182,19 +173,6 @@ class Project:
             file.write("\n" + blocks["asgi.py"])
 
 
-def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"the server exited {process.returncode}:\n{log.read_text()}"
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"the server did not become healthy:\n{log.read_text()}")
-
-
 @pytest.fixture
 def daphne_for() -> Iterator[object]:
     processes: list[subprocess.Popen[bytes]] = []
@@ -203,29 +181,21 @@ def daphne_for() -> Iterator[object]:
         port = free_port()
         log = project.root / "daphne.log"
         with log.open("wb") as out:
-            process = subprocess.Popen(
+            process = spawn(
                 [str(project.venv / "bin" / "daphne"), "-b", "127.0.0.1", "-p", str(port)]
                 + ["mysite.asgi:application"],
+                out,
                 cwd=project.dir,
                 env=project.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
             )
         processes.append(process)
         url = f"http://127.0.0.1:{port}"
-        wait_healthy(url, process, log)
+        wait_healthy(url, process, log.read_text)
         return url, log
 
     yield start
     for process in processes:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        end_process(process)
 
 
 def admin_session(url: str) -> httpx.Client:
@@ -339,18 +309,15 @@ def serve_with_embedded_redis(project: Project) -> None:
     port = free_port()
     log = project.root / "serve.log"
     with log.open("wb") as out:
-        serve = subprocess.Popen(
+        serve = spawn(
             [str(project.python), "manage.py", "serve", "--port", str(port)],
+            out,
             cwd=project.dir,
             env=project.env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
         )
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_healthy(url, serve, log)
+        wait_healthy(url, serve, log.read_text)
         assert f"Redis: embedded, on unix://{project.dir}/redis.sock" in log.read_text()
 
         async def one_event() -> None:

@@ -4,7 +4,6 @@ process answers the scrape counts the streams and deliveries of every other."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 
 import httpx
@@ -13,8 +12,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.sse_client import Subscriber
+from tests.e2e.sse_client import Subscriber, close_all
 from tests.servers import Daphne, manage
+from tests.streams import channel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -53,7 +53,7 @@ async def wait_for(server: Daphne, name: str, expected: float, timeout: float = 
 async def test_a_scrape_of_one_process_counts_every_process(server_env, tmp_path) -> None:
     env = {**server_env, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"), "EVENTS_METRICS_TOKEN": TOKEN}
     first, second = Daphne(env).start(), Daphne(env).start()
-    name = f"met-{uuid.uuid4().hex[:10]}"
+    name = channel("met")
     subscribers: list[Subscriber] = []
     try:
         for server in (first, first, second):
@@ -118,9 +118,7 @@ async def test_a_scrape_of_one_process_counts_every_process(server_env, tmp_path
         assert closed == {"client_gone": 2, "shutdown": 1}, closed
     finally:
         try:
-            for subscriber in subscribers:
-                with contextlib.suppress(httpx.HTTPError):
-                    await subscriber.aclose()
+            await close_all(subscribers)
         finally:
             first.stop()
             second.stop()

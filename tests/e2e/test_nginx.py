@@ -29,7 +29,7 @@ from asgiref.sync import sync_to_async
 from events import send_event
 from events.models import Event
 from tests.e2e.sse_client import ResumingClient, Subscriber
-from tests.servers import ROOT, Daphne, _die_with_parent, free_port
+from tests.servers import ROOT, Daphne, end_process, free_port, spawn
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -170,11 +170,9 @@ class Nginx:
         )
 
     def start(self) -> Nginx:
-        self.process = subprocess.Popen(
+        self.process = spawn(
             [self.binary, "-p", str(self.dir), "-c", str(self.config), "-g", "daemon off;"],
-            stdin=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + 10
         while True:
@@ -194,12 +192,7 @@ class Nginx:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.send_signal(signal.SIGQUIT)  # graceful: let the workers go
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+            end_process(self.process, signal.SIGQUIT)  # graceful: let the workers go
             self.process = None
         shutil.rmtree(self.dir, ignore_errors=True)
 

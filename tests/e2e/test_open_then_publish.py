@@ -19,6 +19,7 @@ import uuid
 
 import pytest
 
+from events.testing import SSEEvent, parse_sse
 from tests.servers import Daphne
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -83,13 +84,8 @@ class RawStream:
 
         await asyncio.wait_for(read(), timeout)
 
-    def frames(self) -> list[dict[str, str]]:
-        frames = []
-        for block in self.body.decode().split("\n\n"):
-            fields = dict(line.split(": ", 1) for line in block.split("\n") if ": " in line)
-            if "data" in fields:
-                frames.append(fields)
-        return frames
+    def events(self) -> list[SSEEvent]:
+        return parse_sse(self.body)
 
     def close(self) -> None:
         self.writer.close()
@@ -124,15 +120,15 @@ async def one_round(
         stream.close()
         if holder is not None:
             holder.close()
-    frames = stream.frames()
-    ns = [json.loads(frame["data"])["n"] for frame in frames]
+    events = stream.events()
+    ns = [event.json()["n"] for event in events]
     fault = None
     if ns.count(2) != 1 or ns[-1] != 2:
         fault = f"second event: {ns}"
     elif ns.count(1) == 1 and ns != [1, 2]:
         fault = f"out of order: {ns}"
     else:
-        ids = [frame["id"] for frame in frames]
+        ids = [event.id for event in events]
         expected = [f"{other}:0,{first}:{n}" if several else f"{first}:{n}" for n in ns]
         if ids != expected:
             fault = f"ids {ids}, expected {expected}"

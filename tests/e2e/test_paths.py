@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import re
-import uuid
 from collections.abc import AsyncIterator
 
 import httpx
@@ -22,12 +21,9 @@ from django.contrib.auth import get_user_model
 from demo.models import Order
 from tests.e2e.sse_client import Subscriber
 from tests.servers import Daphne, manage
+from tests.streams import channel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-def channel() -> str:
-    return f"e2e-{uuid.uuid4().hex[:12]}"
 
 
 def data(sse) -> object:

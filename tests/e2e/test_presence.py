@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import uuid
 
 import httpx
 import pytest
@@ -12,16 +10,13 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 
 from events import presence
-from tests.e2e.sse_client import Subscriber
+from tests.e2e.sse_client import Subscriber, close_all
 from tests.servers import Daphne
+from tests.streams import channel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 TTL = 1.0  # EVENTS_PRESENCE_TTL_SECONDS of the daphne processes here
-
-
-def channel() -> str:
-    return f"prs-{uuid.uuid4().hex[:10]}"
 
 
 async def counts_of(names: list[str]) -> dict[str, int]:
@@ -71,10 +66,7 @@ async def test_counts_across_two_processes_and_a_killed_one_expires(server_env) 
         assert await counts_of([a, b]) == {a: 1}
     finally:
         try:
-            for subscriber in subscribers:
-                # The stream of the killed process ended with an error: that is expected.
-                with contextlib.suppress(httpx.HTTPError):
-                    await subscriber.aclose()
+            await close_all(subscribers)
         finally:
             first.stop()
             second.stop()

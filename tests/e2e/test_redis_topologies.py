@@ -9,7 +9,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from events.models import Event
 from tests.e2e.sse_client import ResumingClient, Subscriber
 from tests.redis_nodes import RedisProcess, SentinelSetup, tls_capable_redis_server
 from tests.servers import ROOT, Daphne, RedisServer, free_port
+from tests.streams import channel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -36,10 +36,6 @@ PREFIX = "sse"
 # An event that reaches a client within this long of being sent came live (through the
 # layer, or a resume that found it at once), not after a stall.
 LIVE_LAG_SECONDS = 0.5
-
-
-def channel(tag: str) -> str:
-    return f"{tag}-{uuid.uuid4().hex[:10]}"
 
 
 def ticker(env: dict[str, str], count: int, interval: float, *channels: str) -> subprocess.Popen[bytes]:

@@ -12,9 +12,7 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -22,7 +20,8 @@ import httpx
 import pytest
 
 from tests.e2e.sse_client import Subscriber
-from tests.servers import ROOT, free_port, manage
+from tests.servers import ROOT, free_port, manage, spawn, wait_healthy
+from tests.streams import channel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -30,20 +29,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 def embedded_env(server_env: dict[str, str], var_dir: Path, port: int) -> dict[str, str]:
     env = {key: value for key, value in server_env.items() if key not in ("REDIS_URL", "TEST_REDIS_URL")}
     return {**env, "VAR_DIR": str(var_dir), "PORT": str(port)}
-
-
-def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"serve exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"serve did not become healthy within {timeout} s:\n{log.read_text()}")
 
 
 async def test_embedded_redis_carries_events_from_another_process(server_env, tmp_path) -> None:
@@ -54,21 +39,14 @@ async def test_embedded_redis_carries_events_from_another_process(server_env, tm
     log = tmp_path / "serve.log"
     url = f"http://127.0.0.1:{port}"
     with log.open("wb") as out:
-        serve = subprocess.Popen(
-            [sys.executable, "manage.py", "serve"],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        serve = spawn([sys.executable, "manage.py", "serve"], out, cwd=ROOT, env=env)
     try:
-        await asyncio.to_thread(wait_healthy, url, serve, log)
+        await asyncio.to_thread(wait_healthy, url, serve, log.read_text, 30, "serve")
         banner = log.read_text()
         assert f"Redis: embedded, on unix://{var_dir}/redis.sock" in banner
         assert f"Feed page:  {url}/feed/" in banner
 
-        name = f"e2e-{uuid.uuid4().hex[:12]}"
+        name = channel("e2e")
         async with Subscriber(f"{url}/events/{name}/") as subscriber:
             # A second shell: its own process, finding the embedded Redis through VAR_DIR.
             result = await asyncio.to_thread(manage, env, "send_event", name, '{"from": "second shell"}')
