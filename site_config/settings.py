@@ -1,7 +1,11 @@
-"""Project settings: the only module that reads os.environ.
+"""Project settings: every deployment knob of this site is read here, from the
+environment (README "Settings").
 
-Every deployment knob comes from the environment (SPEC 6); the EVENTS_* product
-settings have their defaults in events/conf.py and are validated by events/checks.py.
+The EVENTS_* product settings have their defaults in events/conf.py and are validated by
+events/checks.py. A few variables are read by the process that needs them, not here: HOST
+and PORT (`manage.py serve`'s defaults), PROMETHEUS_MULTIPROC_DIR (events/metrics.py, as
+prometheus_client reads it), REDIS_SERVER (the embedded redis-server's binary) and
+DJANGO_SETTINGS_MODULE.
 """
 
 from __future__ import annotations
@@ -226,7 +230,7 @@ SECURE_REFERRER_POLICY = "same-origin"
 if _env_bool("BEHIND_HTTPS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
-# Product settings that deployments set from the environment (SPEC 6); the other
+# Product settings that deployments set from the environment (README "Settings"); the other
 # EVENTS_* settings keep the defaults of events/conf.py unless set here.
 # Stripped, as the bearer value is: a trailing newline from a secrets file must not
 # make every token silently fail to match.

@@ -26,7 +26,7 @@ def redis_server() -> Iterator[RedisServer]:
 @pytest.fixture(scope="session", autouse=True)
 def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """Point the channel layer of this process (and of every child) at the test Redis:
-    TEST_REDIS_URL or REDIS_URL when set (SPEC 3), else a private redis-server. Tests
+    TEST_REDIS_URL or REDIS_URL when set (README "Tests"), else a private redis-server. Tests
     that stop and restart Redis always start one of their own."""
     from django.conf import settings
 

@@ -1,4 +1,5 @@
-"""`manage.py send_event CHANNEL DATA [--event TYPE]` (SPEC 5), in-process and as a real process."""
+"""`manage.py send_event CHANNEL DATA [--event TYPE]` (README "Python interface"), in-process
+and as a real process."""
 
 from __future__ import annotations
 

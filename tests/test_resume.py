@@ -1,4 +1,4 @@
-"""Resume (SPEC 4.3): replay after Last-Event-ID, then live, with no gap and no duplicate."""
+"""Resume (README "Resume"): replay after Last-Event-ID, then live, with no gap and no duplicate."""
 
 from __future__ import annotations
 

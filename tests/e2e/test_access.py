@@ -1,4 +1,5 @@
-"""Who may read and publish, through the real HTTP stack (daphne) (SPEC 4.4, 4.5)."""
+"""Who may read and publish, through the real HTTP stack (daphne) (README "Publishing over HTTP",
+"Reading from another origin" and "Security model")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Delivery guarantees with real processes: process death, Redis outage, slow clients,
-shutdown, and messages the layer never delivered (SPEC 4.3, 7, 8)."""
+shutdown, and messages the layer never delivered (README "Resume" and "When Redis or the
+database goes away")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""A bounded fuzz run against a live daphne: whatever arrives, never a 5xx (SPEC 8)."""
+"""A bounded fuzz run against a live daphne: whatever arrives, never a 5xx (README "HTTP interface"
+and "Limits": a bad request is a 4xx)."""
 
 from __future__ import annotations
 

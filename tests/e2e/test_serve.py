@@ -1,6 +1,6 @@
 """`manage.py serve` (what `make run` runs) with no REDIS_URL: the embedded Redis.
 
-SPEC 3: with no REDIS_URL set, `make run` needs no separate Redis install, and an event
+README "Which Redis is used": with no REDIS_URL set, `make run` needs no separate Redis install, and an event
 published from a second shell (`manage.py send_event`, a separate process) still reaches
 the browsers of the running server.
 """
