@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from events import sse
+from events.testing import SSEParser
 
 # No example database: hypothesis must not write into the repository.
 PROPERTY = settings(database=None, deadline=None, max_examples=300)
@@ -25,7 +26,11 @@ PROPERTY = settings(database=None, deadline=None, max_examples=300)
 
 # --------------------------------------------------------------------------------------
 # A reference parser (https://html.spec.whatwg.org/multipage/server-sent-events.html,
-# "9.2.6 Interpreting an event stream"). Deliberately independent of events/sse.py.
+# "9.2.6 Interpreting an event stream"). Deliberately independent of events/sse.py and
+# of events.testing.SSEParser: the one parser of the tests written apart from the
+# product, so that it can check both (the round trips below, and
+# test_sse_parser_agrees_with_the_reference_parser). Other tests read events with
+# SSEParser.
 # --------------------------------------------------------------------------------------
 
 _EOL = re.compile(r"\r\n|\r|\n")
@@ -681,3 +686,53 @@ def test_json_data_never_carries_other_line_breaks(char: str) -> None:
     lines = frame.decode().splitlines()
     assert lines == ["id: c:1", "event: note", f"data: {sse.dumps(payload)}", ""]
     assert json.loads(lines[2].removeprefix("data: ")) == payload
+
+
+# --------------------------------------------------------------------------------------
+# events.testing.SSEParser, which the other tests (and users' tests) read streams with,
+# against the reference parser: the same events on any stream, fed in any chunks.
+# --------------------------------------------------------------------------------------
+
+_FIELD_LINES = st.sampled_from(
+    [
+        "",
+        ":",
+        ": note",
+        "data",
+        "data:",
+        "data: x",
+        "data:  two",
+        "event: e",
+        "event",
+        "id: 7",
+        "id",
+        "id: a\x00b",
+    ]
+    + ["retry: 250", "retry: 2x", "retry", "unknown: field", "data: \u00e9\u20ac", "data: \ufeff"]
+)
+_ANY_LINE = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=6)
+_STREAMS = st.tuples(
+    st.booleans(),  # a BOM first
+    st.lists(
+        st.tuples(st.one_of(_FIELD_LINES, _ANY_LINE), st.sampled_from(["\n", "\r", "\r\n"])), max_size=24
+    ),
+)
+
+
+@PROPERTY
+@given(stream=_STREAMS, data=st.data())
+def test_sse_parser_agrees_with_the_reference_parser(stream, data):
+    bom, lines = stream
+    raw = ("\ufeff" if bom else "").encode() + "".join(line + eol for line, eol in lines).encode()
+    # Cut anywhere: inside a UTF-8 character, between the CR and LF of a CRLF.
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(raw)), max_size=6)))
+    parser = SSEParser()
+    events = []
+    for start, end in zip([0, *cuts], [*cuts, len(raw)], strict=True):
+        events += parser.feed(raw[start:end])
+    reference = parse_stream(raw)
+    assert [(e.type, e.data, e.id) for e in events] == [
+        (e.type, e.data, e.last_event_id) for e in reference.events
+    ]
+    assert parser.retry == reference.retry
+    assert parser.comments == len(reference.comments)
