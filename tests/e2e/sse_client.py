@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 from httpx_sse import aconnect_sse
 
+from tests.servers import Daphne
+
 
 class Subscriber:
     """Connects to a stream and collects its events until closed.
@@ -81,12 +83,16 @@ class Subscriber:
         return self.events
 
 
-async def close_all(subscribers: list[Subscriber]) -> None:
+async def close_all(subscribers: list[Subscriber], *servers: Daphne) -> None:
     """Close every subscriber, even those whose stream ended with an error (its server
-    was killed: expected where this is used)."""
-    for subscriber in subscribers:
-        with contextlib.suppress(httpx.HTTPError):
-            await subscriber.aclose()
+    was killed: expected where this is used), then stop the servers."""
+    try:
+        for subscriber in subscribers:
+            with contextlib.suppress(httpx.HTTPError):
+                await subscriber.aclose()
+    finally:
+        for server in servers:
+            server.stop()
 
 
 class ResumingClient:

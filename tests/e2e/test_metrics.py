@@ -117,8 +117,4 @@ async def test_a_scrape_of_one_process_counts_every_process(server_env, tmp_path
         }
         assert closed == {"client_gone": 2, "shutdown": 1}, closed
     finally:
-        try:
-            await close_all(subscribers)
-        finally:
-            first.stop()
-            second.stop()
+        await close_all(subscribers, first, second)

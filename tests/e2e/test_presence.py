@@ -65,11 +65,7 @@ async def test_counts_across_two_processes_and_a_killed_one_expires(server_env) 
         await asyncio.sleep(TTL * 2)
         assert await counts_of([a, b]) == {a: 1}
     finally:
-        try:
-            await close_all(subscribers)
-        finally:
-            first.stop()
-            second.stop()
+        await close_all(subscribers, first, second)
 
 
 async def test_presence_endpoint_on_a_running_server(daphne: Daphne) -> None:
