@@ -192,8 +192,6 @@ def parse_sse(data: bytes | str) -> list[SSEEvent]:
 
 # -- a stream from a running server (sync) -------------------------------------------
 
-_END = object()
-
 
 class SyncStream:
     """A stream read by a background thread; see connect()."""
@@ -212,7 +210,7 @@ class SyncStream:
         self.body = b""  # the body of a response that is not a stream (an error)
         self.ready = threading.Event()  # set once the first id has arrived
         self.ended = False
-        self._queue: queue.Queue[Any] = queue.Queue()
+        self._queue: queue.Queue[SSEEvent | None] = queue.Queue()  # None: the stream ended
         self._thread: threading.Thread | None = None
 
     def open(self) -> None:
@@ -237,7 +235,7 @@ class SyncStream:
         except (OSError, http.client.HTTPException, ValueError):
             pass  # closed by close(), or the server went away: the stream has ended
         finally:
-            self._queue.put(_END)
+            self._queue.put(None)
             self.ready.set()  # nobody waits for a stream that ended
 
     def next_event(self, timeout: float = 5.0) -> SSEEvent:
@@ -248,10 +246,10 @@ class SyncStream:
             item = self._queue.get(timeout=max(0.0, timeout))
         except queue.Empty:
             raise TimeoutError(f"no event within {timeout} s") from None
-        if item is _END:
+        if item is None:
             self.ended = True
             raise EOFError("the stream ended")
-        return item  # type: ignore[no-any-return]
+        return item
 
     def events(self, count: int, timeout: float = 5.0) -> list[SSEEvent]:
         """The next `count` events, waiting at most `timeout` in all."""
