@@ -10,7 +10,11 @@ for every process of the machine), so the load generator measures publish-to-arr
 
 Commands are JSON lines on stdin: {"cmd": "publish", "first": 0, "count": 100,
 "rate": 20} publishes events first..first+count-1 at `rate` per second (0: as fast as
-possible) and answers one JSON line.
+possible) and answers one JSON line. With "batch": B (more than 1), events go out B at a
+time through each system's bulk path: ours `send_events` (one transaction, one Redis
+round trip), the raw ceiling a pipeline of B PUBLISHes; django-eventstream has none, so
+its B events are B `send_event` calls. Every event of a batch carries the time read just
+before the batch's call.
 """
 
 from __future__ import annotations
@@ -51,9 +55,40 @@ def sender(system: str, channel: str) -> Callable[[str, dict[str, Any]], Any]:
     raise SystemExit(f"unknown system {system!r}")
 
 
+Batch = Callable[[str, list[dict[str, Any]]], Any]
+
+
+def batch_sender(system: str, send: Callable[[str, dict[str, Any]], Any]) -> Batch:
+    if system == "ours":
+        from events import send_events
+
+        return lambda name, payloads: send_events(
+            [{"channel": name, "data": payload, "event": "bench"} for payload in payloads]
+        )
+    if system == "raw":
+        import redis
+
+        client = redis.Redis.from_url(os.environ["REDIS_URL"])
+
+        def publish_all(name: str, payloads: list[dict[str, Any]]) -> None:
+            pipeline = client.pipeline(transaction=False)
+            for payload in payloads:
+                pipeline.publish(name, json.dumps(payload, separators=(",", ":")))
+            pipeline.execute()
+
+        return publish_all
+
+    def one_by_one(name: str, payloads: list[dict[str, Any]]) -> None:
+        for payload in payloads:
+            send(name, payload)
+
+    return one_by_one
+
+
 def main() -> None:
     system, channel = sys.argv[1], sys.argv[2]
     send = sender(system, channel)
+    send_batch = batch_sender(system, send)
     # Connections, imports and prepared statements are set up by this one, not timed.
     send(WARMUP_CHANNEL, {"n": -1, "t": time.monotonic()})
     print(json.dumps({"event": "ready"}), flush=True)
@@ -64,9 +99,10 @@ def main() -> None:
         if command["cmd"] != "publish":
             break
         first, count, rate = command["first"], command["count"], command["rate"]
+        batch = max(1, int(command.get("batch", 1)))
         started = time.monotonic()
         first_t = last_t = started
-        for i in range(count):
+        for i in range(0, count, batch):
             if rate:
                 delay = started + i / rate - time.monotonic()
                 if delay > 0:
@@ -74,7 +110,11 @@ def main() -> None:
             t = time.monotonic()
             if i == 0:
                 first_t = t
-            send(channel, {"n": first + i, "t": t})
+            if batch == 1:
+                send(channel, {"n": first + i, "t": t})
+            else:
+                numbers = range(first + i, first + min(i + batch, count))
+                send_batch(channel, [{"n": n, "t": t} for n in numbers])
             last_t = t
         done = time.monotonic()
         print(

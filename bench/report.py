@@ -42,6 +42,14 @@ def _percent(*keys: str) -> Callable[[Case], float | None]:
     return percent
 
 
+def _percent_of(getter: Callable[[Case], float | None]) -> Callable[[Case], float | None]:
+    def percent(case: Case) -> float | None:
+        value = getter(case)
+        return None if value is None else value * 100
+
+    return percent
+
+
 def _ok200(case: Case) -> float | None:
     return case.get("open", {}).get("statuses", {}).get("200", 0)
 
@@ -83,7 +91,41 @@ RSS_METRICS: list[Metric] = [
     ("time to open N streams (s)", _get("open", "seconds"), "{:.2f}", False),
     ("RSS per open stream (KB)", _get("open", "rss_per_stream_kb"), "{:.1f}", False),
 ]
+
+
+def _phase_get(*keys: str) -> Callable[[Case], float | None]:
+    """A figure of a stress case's one phase (named as its kind)."""
+
+    def getter(case: Case) -> float | None:
+        return _get(case["kind"], *keys)(case)
+
+    return getter
+
+
+STRESS_TITLES = {
+    "overload": "overload N={n:,}, {count:,} at {rate:g}/s",
+    "saturation": "saturation N={n:,}, {count:,} in lists of {batch:,}",
+    "burst": "burst N={n:,}, {count:,} at once",
+}
+STRESS_METRICS: list[Metric] = [
+    ("streams answered 200", _ok200, "{:,.0f}", True),
+    ("time to open N streams (s)", _get("open", "seconds"), "{:.2f}", False),
+    ("latency p50 (ms)", _phase_get("latency_ms", "p50"), "{:.1f}", False),
+    ("latency p99 (ms)", _phase_get("latency_ms", "p99"), "{:.1f}", False),
+    ("latency max (ms)", _phase_get("latency_ms", "max"), "{:.1f}", False),
+    ("first publish to last delivery (s)", _phase_get("seconds"), "{:.2f}", False),
+    ("deliveries/s", _phase_get("deliveries_per_second"), "{:,.0f}", True),
+    ("publisher events/s", _phase_get("publish_rate"), "{:,.0f}", True),
+    ("server CPU per delivery (us)", _phase_get("server_us_per_delivery"), "{:.1f}", False),
+    ("lost deliveries", _phase_get("lost"), "{:,.0f}", False),
+    ("duplicated deliveries", _phase_get("duplicated"), "{:,.0f}", False),
+    ("server busy (% of its core)", _percent_of(_phase_get("server_cpu_busy")), "{:.0f}", True),
+    ("load generator busy (%)", _percent_of(_phase_get("client_busy")), "{:.0f}", False),
+]
 NO_RATIO = {
+    "publisher events/s",
+    "server busy (% of its core)",
+    "load generator busy (%)",
     "streams answered 200",
     "lost deliveries",
     "duplicated deliveries",
@@ -148,6 +190,44 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
     return out
 
 
+def stress_rows(results: dict[str, Any]) -> list[list[str]]:
+    """The overload cases (bench/stress.py), in the fan-out table's columns: the first
+    column names the case."""
+    cases: list[Case] = results.get("stress") or []
+    out = [["case", *rows({"cases": []})[0][1:]]]
+    kinds: list[str] = []
+    for case in cases:
+        if case["kind"] not in kinds:
+            kinds.append(case["kind"])
+    for kind in kinds:
+        by_system = {c["system"]: c for c in cases if c["kind"] == kind}
+        some = next(iter(by_system.values()))
+        phase = next((c[kind] for c in by_system.values() if kind in c), {})
+        title = STRESS_TITLES[kind].format(
+            n=some["n"],
+            rate=phase.get("rate", 0),
+            count=phase.get("expected", 0) // max(some.get("open", {}).get("ready", 1), 1),
+            batch=phase.get("batch", 1),
+        )
+        for label, getter, fmt, higher in STRESS_METRICS:
+            ours, peer, raw = (
+                getter(by_system[s]) if s in by_system else None for s in ("ours", "eventstream", "raw")
+            )
+            compare = label not in NO_RATIO
+            out.append(
+                [
+                    title,
+                    label,
+                    _fmt(ours, fmt),
+                    _fmt(peer, fmt),
+                    _ratio(ours, peer, higher, False) if compare else "",
+                    _fmt(raw, fmt),
+                    _ratio(ours, raw, higher, True) if compare else "",
+                ]
+            )
+    return out
+
+
 PUBLISH_HEADER = [
     "publisher",
     "events/s",
@@ -200,12 +280,10 @@ def _aligned(table: list[list[str]], left: int) -> list[str]:
     ]
 
 
-def text(results: dict[str, Any]) -> str:
+def _grouped(table: list[list[str]]) -> list[str]:
+    """A table whose first column groups its rows, a rule between groups."""
     lines = []
-    if results.get("publishing"):
-        lines += ["Publishing (one process, one channel):", *_aligned(publish_rows(results), 1), ""]
-    table = rows(results) if results["cases"] else []
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))] if table else []
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     previous = None
     for row in table:
         if previous is not None and row[0] != previous:
@@ -214,6 +292,17 @@ def text(results: dict[str, Any]) -> str:
         lines.append(
             "  ".join(cell.ljust(widths[i]) if i < 2 else cell.rjust(widths[i]) for i, cell in enumerate(row))
         )
+    return lines
+
+
+def text(results: dict[str, Any]) -> str:
+    lines = []
+    if results.get("publishing"):
+        lines += ["Publishing (one process, one channel):", *_aligned(publish_rows(results), 1), ""]
+    if results["cases"]:
+        lines += _grouped(rows(results))
+    if results.get("stress"):
+        lines += ["", "Overload cases (bench/stress.py):", *_grouped(stress_rows(results))]
     machine = results["machine"]
     lines.append(
         f"({machine['cores']} cores, {machine['cpu']}; Python {machine['python']}; "
@@ -230,12 +319,8 @@ def publish_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def markdown(results: dict[str, Any]) -> str:
-    out = publish_markdown(results) + "\n" if results.get("publishing") else ""
-    if not results["cases"]:
-        return out
-    table = rows(results)
-    lines = [out + "| " + " | ".join(table[0]) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 5) + "|"]
+def _grouped_markdown(table: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(table[0]) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 5) + "|"]
     previous = None
     for row in table[1:]:
         cells = list(row)
@@ -245,6 +330,17 @@ def markdown(results: dict[str, Any]) -> str:
             previous = cells[0]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    parts = []
+    if results.get("publishing"):
+        parts.append(publish_markdown(results))
+    if results["cases"]:
+        parts.append(_grouped_markdown(rows(results)))
+    if results.get("stress"):
+        parts.append(_grouped_markdown(stress_rows(results)))
+    return "\n".join(parts)
 
 
 def write_markdown(results: dict[str, Any], path: Path) -> None:
@@ -263,6 +359,11 @@ def totals(results: dict[str, Any]) -> dict[str, int]:
     lost = sum(int(_lost(c) or 0) for c in ours)
     duplicated = sum(int(_dup(c) or 0) for c in ours)
     non_200 = sum(c["n"] - int(_ok200(c) or 0) for c in ours)
+    for case in results.get("stress") or []:
+        if case["system"] == "ours":
+            lost += int(case.get(case["kind"], {}).get("lost", 0))
+            duplicated += int(case.get(case["kind"], {}).get("duplicated", 0))
+            non_200 += case["n"] - int(_ok200(case) or 0)
     for row in results.get("publishing") or []:
         lost += int(row.get("lost", 0))
         duplicated += int(row.get("duplicated", 0))
@@ -291,6 +392,16 @@ def check(results: dict[str, Any]) -> tuple[bool, list[str]]:
             data = case[phase]
             if data["lost"] or data["duplicated"]:
                 problems.append(f"N={n} {phase}: {data['lost']} lost, {data['duplicated']} duplicated")
+    for case in results.get("stress") or []:
+        if case["system"] != "ours":
+            continue
+        n, kind = case["n"], case["kind"]
+        if case.get("open", {}).get("ready", 0) != n:
+            problems.append(f"{kind} N={n}: {case.get('open', {}).get('ready', 0)} of {n} streams subscribed")
+        elif kind not in case:
+            problems.append(f"{kind} N={n}: no phase")
+        elif case[kind]["lost"] or case[kind]["duplicated"]:
+            problems.append(f"{kind} N={n}: {case[kind]['lost']} lost, {case[kind]['duplicated']} duplicated")
     for row in results.get("publishing") or []:
         if row.get("system") != "ours":
             continue

@@ -16,6 +16,8 @@ Per case:
    per second from the first publish to the last arrival, and the server's CPU time
    (user + system, from psutil) divided by the deliveries.
 Lost and duplicated deliveries are counted per stream and event in both phases.
+
+The overload cases (bench/stress.py) run the same way with phases of their own.
 """
 
 from __future__ import annotations
@@ -71,10 +73,33 @@ class Plan:
     # Systems whose server py-spy samples during each phase (collapsed stacks in the logs).
     profile: list[str] = field(default_factory=list)
 
+    # The overload cases (bench/stress.py): which of them, and their sizes.
+    stress: list[str] = field(default_factory=list)
+    overload_size: int = 5000
+    overload_rate: float = 40.0
+    overload_seconds: float = 10.0
+    bulk_size: int = 1000
+    bulk_events: int = 600
+    bulk_batch: int = 10
+    burst_size: int = 1000
+    burst_events: int = 1000
+
     def saturation_for(self, n: int) -> int:
         if n in self.saturation_events:
             return self.saturation_events[n]
         return max(20, 400_000 // max(n, 1))
+
+
+@dataclass
+class Phase:
+    """Events published to every stream of a case and collected from all of them."""
+
+    name: str
+    count: int
+    rate: float  # events per second; 0: as fast as the publisher goes
+    batch: int = 1  # events per publishing call (bench/publisher.py)
+    slack: float = 30.0  # seconds a phase may take beyond `per_second`'s estimate
+    per_second: int = 10_000  # deliveries per second assumed for the phase's deadline
 
 
 SMOKE_PLAN = Plan(
@@ -85,6 +110,10 @@ SMOKE_PLAN = Plan(
     saturation_events={20: 20},
     rss_size=0,
     smoke=True,
+    # A burst at a tiny size: a whole list of events at once, each still delivered once.
+    stress=["burst"],
+    burst_size=20,
+    burst_events=50,
 )
 
 
@@ -343,31 +372,57 @@ def start_redis() -> Any:
 # -- one case ------------------------------------------------------------------------
 
 
+def load_phases(plan: Plan, n: int) -> list[Phase]:
+    """The fan-out case's phases: latency at a fixed rate, then saturation (as fast as
+    the publisher goes, one send_event per event)."""
+    return [
+        Phase("latency", plan.latency_events, plan.rate, slack=30, per_second=20_000),
+        Phase("saturation", plan.saturation_for(n), 0.0, slack=60, per_second=10_000),
+    ]
+
+
 def run_case(
-    system: System, n: int, plan: Plan, redis_url: str, tmp: Path, rss_only: bool = False
+    system: System,
+    n: int,
+    plan: Plan,
+    redis_url: str,
+    tmp: Path,
+    rss_only: bool = False,
+    phases: list[Phase] | None = None,
+    kind: str = "load",
 ) -> dict[str, Any]:
-    channel = f"bench-{n}-{'rss' if rss_only else 'load'}"
+    """Open N streams, then publish and collect each phase in turn (none: RSS only)."""
+    if kind == "load":
+        kind = "rss" if rss_only else "load"
+    if phases is None:
+        phases = [] if rss_only else load_phases(plan, n)
+    channel = f"bench-{n}-{kind}"
+    tag = f"{n}" if kind in ("load", "rss") else f"{kind}-{n}"
     var_dir = tmp / system.name
     env = child_env(redis_url, var_dir, system.settings_module())
     if system.name == "ours":
         # Metrics as a production host runs them: every process writing its figures to
         # the shared directory (events/metrics.py), the costlier of the two modes.
-        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp / f"metrics-{n}{'-rss' if rss_only else ''}")
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp / f"metrics-{tag}{'-rss' if rss_only else ''}")
     logs = tmp / "logs"
-    latency_events = 0 if rss_only else plan.latency_events
-    saturation_events = 0 if rss_only else plan.saturation_for(n)
-    total = latency_events + saturation_events
-    result: dict[str, Any] = {"system": system.name, "label": system.label, "n": n, "rss_only": rss_only}
-    print(f"-- {system.label}, N={n}{' (RSS only)' if rss_only else ''}", flush=True)
+    total = sum(phase.count for phase in phases)
+    result: dict[str, Any] = {
+        "system": system.name,
+        "label": system.label,
+        "n": n,
+        "rss_only": rss_only,
+        "kind": kind,
+    }
+    print(f"-- {system.label}, N={n}{' (RSS only)' if rss_only else ''}, {kind}", flush=True)
 
-    server = Server(system, env, logs / f"{system.name}-{n}-server.log")
+    server = Server(system, env, logs / f"{system.name}-{tag}-server.log")
     publisher = loadgen = None
     try:
         if not rss_only:
             publisher = JsonProcess(
                 pinned(CLIENT_CPU, [str(system.python), "-m", "bench.publisher", system.name, channel]),
                 env,
-                logs / f"{system.name}-{n}-publisher.log",
+                logs / f"{system.name}-{tag}-publisher.log",
             )
             publisher.read("ready")
         time.sleep(0.5)
@@ -389,7 +444,7 @@ def run_case(
                 ],
             ),
             env,
-            logs / f"{system.name}-{n}-loadgen.log",
+            logs / f"{system.name}-{tag}-loadgen.log",
         )
         opened = loadgen.read("opened")
         time.sleep(1.0)  # let the server finish what the connections started
@@ -413,20 +468,19 @@ def run_case(
             return result
         assert publisher is not None
 
-        # Latency at a fixed rate, then saturation: as fast as the publisher goes.
-        phases = [
-            ("latency", 0, latency_events, plan.rate, 30, 20_000),
-            ("saturation", latency_events, saturation_events, 0.0, 60, 10_000),
-        ]
-        for name, first, count, rate, slack, per_second in phases:
-            profiler = _profile(system, plan, server, logs / f"{system.name}-{n}-{name}.pyspy.txt")
+        first = 0
+        for phase in phases:
+            name, count, rate = phase.name, phase.count, phase.rate
+            profiler = _profile(system, plan, server, logs / f"{system.name}-{tag}-{name}.pyspy.txt")
             loadgen.send({"cmd": "mark"})
             loadgen.read("marked")
             cpu0, sys0 = server.cpu_seconds(), server.system_seconds()
-            publisher.send({"cmd": "publish", "first": first, "count": count, "rate": rate})
+            publisher.send(
+                {"cmd": "publish", "first": first, "count": count, "rate": rate, "batch": phase.batch}
+            )
             published = publisher.read("published")
             # Generous: a phase ends early once every delivery is in, or when quiet.
-            deadline = slack + opened["ready"] * count / per_second
+            deadline = phase.slack + opened["ready"] * count / phase.per_second
             loadgen.send(
                 {
                     "cmd": "collect",
@@ -440,7 +494,9 @@ def run_case(
             cpu1, sys1 = server.cpu_seconds(), server.system_seconds()
             _stop_profile(profiler)
             result[name] = _phase(collected, published, cpu1 - cpu0, sys1 - sys0, rate)
+            result[name]["batch"] = phase.batch
             _print_phase(name, result[name])
+            first += count
         return result
     finally:
         if loadgen is not None:
@@ -574,9 +630,16 @@ def run(plan: Plan) -> dict[str, Any]:
             "rss_size": plan.rss_size,
             "smoke": plan.smoke,
             "publishing": plan.publishing.__dict__ if plan.publishing else None,
+            "stress": plan.stress,
+            "stress_sizes": {
+                "overload": [plan.overload_size, plan.overload_rate, plan.overload_seconds],
+                "saturation": [plan.bulk_size, plan.bulk_events, plan.bulk_batch],
+                "burst": [plan.burst_size, plan.burst_events],
+            },
         },
         "cases": [],
         "publishing": [],
+        "stress": [],
     }
     try:
         for system in chosen:
@@ -592,6 +655,10 @@ def run(plan: Plan) -> dict[str, Any]:
         for n in plan.sizes:
             for system in chosen:
                 results["cases"].append(run_case(system, n, plan, redis_url, tmp))
+        if plan.stress:
+            from bench.stress import run_stress
+
+            results["stress"] = run_stress(plan, chosen, redis_url, tmp)
         if plan.rss_size:
             for system in chosen:
                 results["cases"].append(run_case(system, plan.rss_size, plan, redis_url, tmp, rss_only=True))

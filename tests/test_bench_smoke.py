@@ -1,8 +1,9 @@
 """The benchmark's smoke mode: `python -m bench --smoke` runs our product at a tiny
 size (a private Redis, daphne, the load generator and a publisher, each its own
-process), then each publishing path with a few events, and must finish with every
-stream answered 200 and every event delivered exactly once. Only completion and delivery
-counts are asserted, never a timing: the figures belong to `make bench`.
+process), a burst of events published at once, then each publishing path with a few
+events, and must finish with every stream answered 200 and every event delivered exactly
+once. Only completion and delivery counts are asserted, never a timing: the figures
+belong to `make bench`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from bench.run import SMOKE_PLAN
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,6 +41,14 @@ def test_bench_smoke_delivers_every_event_exactly_once(tmp_path):
         assert case[phase]["lost"] == 0, case[phase]
         assert case[phase]["duplicated"] == 0, case[phase]
         assert case[phase]["deliveries"] == case[phase]["expected"] > 0, case[phase]
+    # The burst case (bench/stress.py): a whole list of events published at once, each
+    # delivered once to every stream.
+    (burst,) = results["stress"]
+    assert (burst["system"], burst["kind"]) == ("ours", "burst")
+    assert burst["open"]["ready"] == burst["n"]
+    phase = burst["burst"]
+    assert (phase["lost"], phase["duplicated"]) == (0, 0), phase
+    assert phase["deliveries"] == phase["expected"] == burst["n"] * SMOKE_PLAN.burst_events, phase
     # The publishing section: every event each publishing path stored reached the
     # channel layer exactly once, and every HTTP publish was answered 201.
     rows = results["publishing"]
