@@ -78,11 +78,11 @@ def attribute(traceback: tracemalloc.Traceback, root: str) -> tuple[str, str, st
 
 
 def _short(filename: str, root: str) -> str:
-    if filename.startswith(root):
-        return filename[len(root) :].lstrip("/")
     marker = "/site-packages/"
     if marker in filename:
         return filename.split(marker, 1)[1]
+    if filename.startswith(root):
+        return filename[len(root) :].lstrip("/")
     return "/".join(filename.split("/")[-2:])
 
 
@@ -145,7 +145,7 @@ def breakdown(
         ({"owner": o, "bytes": v[0] / streams, "blocks": v[1] / streams} for o, v in owners.items()),
         key=lambda row: -row["bytes"],
     )
-    top = sorted(
+    ranked = sorted(
         (
             {
                 "owner": owner,
@@ -156,9 +156,13 @@ def breakdown(
                 "blocks": v[1] / streams,
             }
             for (owner, at, innermost), v in lines.items()
+            if v[0] / streams >= 8
         ),
         key=lambda row: -row["bytes"],
-    )[:30]
+    )
+    # The heaviest lines overall, then every line of ours and Channels' (what we can cut).
+    top = ranked[:30]
+    top += [row for row in ranked[30:] if row["owner"] in ("ours", "Channels")]
     return {"by_owner": by_owner, "top": top, "total": sum(row["bytes"] for row in by_owner)}
 
 
