@@ -50,6 +50,13 @@ def _percent_of(getter: Callable[[Case], float | None]) -> Callable[[Case], floa
     return percent
 
 
+def _rss(case: Case) -> float | None:
+    # A server that answered no stream has no per-stream figure.
+    if not case.get("open", {}).get("ready"):
+        return None
+    return _get("open", "rss_per_stream_kb")(case)
+
+
 def _ok200(case: Case) -> float | None:
     return case.get("open", {}).get("statuses", {}).get("200", 0)
 
@@ -82,14 +89,14 @@ LOAD_METRICS: list[Metric] = [
     ("server CPU per delivery @ 20 ev/s (us)", _get("latency", "server_us_per_delivery"), "{:.1f}", False),
     ("lost deliveries", _lost, "{:,.0f}", False),
     ("duplicated deliveries", _dup, "{:,.0f}", False),
-    ("RSS per open stream (KB)", _get("open", "rss_per_stream_kb"), "{:.1f}", False),
+    ("RSS per open stream (KB)", _rss, "{:.1f}", False),
     ("server busy at saturation (% of its core)", _percent("saturation", "server_cpu_busy"), "{:.0f}", True),
     ("load generator busy at saturation (%)", _percent("saturation", "client_busy"), "{:.0f}", False),
 ]
 RSS_METRICS: list[Metric] = [
     ("streams answered 200", _ok200, "{:,.0f}", True),
     ("time to open N streams (s)", _get("open", "seconds"), "{:.2f}", False),
-    ("RSS per open stream (KB)", _get("open", "rss_per_stream_kb"), "{:.1f}", False),
+    ("RSS per open stream (KB)", _rss, "{:.1f}", False),
 ]
 
 
