@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django import forms
 from django.contrib import admin, messages
@@ -18,6 +18,7 @@ from django.utils.text import Truncator
 
 from events import metrics, presence
 from events.html import render_fragment
+from events.log import log_failure
 from events.models import Event
 from events.names import channel_error, event_type_error, validate_channel, validate_event_type
 from events.policy import publish_denied
@@ -26,7 +27,7 @@ from events.publish import (
     encode_payload,
     encode_text,
     prepare,
-    send_encoded,
+    prepare_encoded,
     send_event,
     send_prepared,
 )
@@ -60,7 +61,7 @@ def broadcast_action(
     def prepare_one(obj: models.Model, name: str, request: HttpRequest) -> Prepared:
         if template is None:
             return prepare(name, to_payload(obj), event)
-        context = {"object": obj, obj._meta.model_name: obj}
+        context = {"object": obj, obj._meta.model_name or type(obj).__name__.lower(): obj}
         return prepare(name, render_fragment(template, context, request), event, raw=True)
 
     def action(modeladmin: admin.ModelAdmin[Any], request: HttpRequest, queryset: QuerySet[Any]) -> None:
@@ -77,10 +78,18 @@ def broadcast_action(
         modeladmin.message_user(request, f"Sent {sent} event(s) as {event!r}.", messages.SUCCESS)
 
     label = channel if isinstance(channel, str) else "its channel"
-    action.short_description = description or f"Broadcast selected as {event!r} to {label}"  # type: ignore[attr-defined]
     action.__name__ = f"broadcast_{event.replace('-', '_').replace('.', '_')}"
-    return action
+    return admin.action(description=description or f"Broadcast selected as {event!r} to {label}")(action)
 
+
+# The generic forms of these classes are for the type checker; at run time they are
+# not subscriptable.
+if TYPE_CHECKING:
+    EventFormBase = forms.ModelForm[Event]
+    EventAdminBase = admin.ModelAdmin[Event]
+else:
+    EventFormBase = forms.ModelForm
+    EventAdminBase = admin.ModelAdmin
 
 # "Send again" sends at most this many events at once: a larger selection (every page
 # of a long list) is refused with a message rather than flooding every stream.
@@ -89,25 +98,31 @@ SEND_AGAIN_MAX = 100
 PRESENCE_TOP = 20
 
 
-class EventForm(forms.ModelForm):
+class EventForm(EventFormBase):
     # Set per request by EventAdmin.get_form: the publish policy is asked about this user.
     user: Any = None
-
-    data = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 6, "spellcheck": "false"}),
-        help_text='Any JSON value, e.g. {"hello": "world"}, or with "text" ticked any text, sent as is '
-        "(an HTML fragment for htmx). Saving sends the event to every open stream.",
-        initial="{}",
-        strip=False,
-    )
 
     class Meta:
         model = Event
         # "raw" before "data": clean_data reads it.
         fields = ["channel", "type", "raw", "data"]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Set here, not declared on the class, where `data` would hide the form's own
+        # `data` (what was posted) from type checkers. Absent on a stored event's page,
+        # where it is read-only.
+        if "data" in self.fields:
+            self.fields["data"] = forms.CharField(
+                widget=forms.Textarea(attrs={"rows": 6, "spellcheck": "false"}),
+                help_text='Any JSON value, e.g. {"hello": "world"}, or with "text" ticked any text, sent '
+                "as is (an HTML fragment for htmx). Saving sends the event to every open stream.",
+                initial="{}",
+                strip=False,
+            )
+
     def clean_channel(self) -> str:
-        value = self.cleaned_data["channel"]
+        value: str = self.cleaned_data["channel"]
         problem = channel_error(value)
         if problem:
             raise forms.ValidationError(problem)
@@ -117,7 +132,7 @@ class EventForm(forms.ModelForm):
         return value
 
     def clean_type(self) -> str:
-        value = self.cleaned_data["type"]
+        value: str = self.cleaned_data["type"]
         problem = event_type_error(value)
         if problem:
             raise forms.ValidationError(problem)
@@ -158,7 +173,7 @@ HEADLINE = [
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(EventAdminBase):
     form = EventForm
     list_display = ["sse_id", "channel", "type", "created", "raw", "short_data"]
     list_filter = ["type", "raw", "created", "channel"]
@@ -195,7 +210,7 @@ class EventAdmin(admin.ModelAdmin):
     def get_form(
         self, request: HttpRequest, obj: Event | None = None, change: bool = False, **kwargs: Any
     ) -> Any:
-        form = super().get_form(request, obj, change, **kwargs)
+        form = cast(type[EventForm], super().get_form(request, obj, change, **kwargs))
         form.user = request.user  # a class made for this request: nothing is shared
         return form
 
@@ -245,7 +260,7 @@ class EventAdmin(admin.ModelAdmin):
                 messages.ERROR,
             )
             return
-        count = 0
+        items: list[Prepared] = []
         for stored in queryset.order_by("id"):
             denied = publish_denied(request.user, stored.channel)
             if denied:
@@ -253,12 +268,16 @@ class EventAdmin(admin.ModelAdmin):
                 continue
             try:
                 # The data as stored: not decoded and encoded again.
-                with metrics.publishing_via("admin"):
-                    send_encoded(stored.channel, stored.data, event=stored.type, raw=stored.raw)
-            except Exception as exc:
-                # One row that cannot be sent must not end the action half-way with a 500.
-                logger.exception("sending %s again failed", stored.sse_id)
+                items.append(prepare_encoded(stored.channel, stored.data, event=stored.type, raw=stored.raw))
+            except ValueError as exc:
                 self.message_user(request, f"{stored.sse_id}: not sent: {exc}", messages.ERROR)
-                continue
-            count += 1
-        self.message_user(request, f"Sent {count} event(s) again.", messages.SUCCESS)
+        try:
+            # One transaction and one Redis round trip for the lot.
+            with metrics.publishing_via("admin"):
+                sent = send_prepared(items)
+        except Exception as exc:
+            # The store failing (the database down) is a message, not a 500.
+            log_failure(logger, exc, "sending %d event(s) again failed", len(items))
+            self.message_user(request, f"Nothing was sent: {exc}", messages.ERROR)
+            return
+        self.message_user(request, f"Sent {len(sent)} event(s) again.", messages.SUCCESS)

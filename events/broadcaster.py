@@ -56,10 +56,31 @@ EXIT_FLUSH_SECONDS = BROADCAST_TIMEOUT_SECONDS + 1.0
 IDS_IN_A_LOG_LINE = 5
 
 
+class Breaker:
+    """Open for `seconds` after the channel layer could not be reached: while open, the
+    publisher skips the layer (the events are stored; hubs deliver them from the store)."""
+
+    def __init__(self, seconds: float = BREAKER_SECONDS) -> None:
+        self.seconds = seconds
+        self._open_until = 0.0
+
+    def trip(self) -> None:
+        self._open_until = time.monotonic() + self.seconds
+
+    @property
+    def is_open(self) -> bool:
+        return time.monotonic() < self._open_until
+
+    def close(self) -> None:
+        """As if the layer had never failed (a test that ends an outage, a new process)."""
+        self._open_until = 0.0
+
+
 class Publisher:
     """The process's publisher thread and its queue of committed events."""
 
     def __init__(self) -> None:
+        self.breaker = Breaker()
         self._reset()
 
     def _reset(self) -> None:
@@ -73,7 +94,7 @@ class Publisher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
-        self.skip_until = 0.0
+        self.breaker.close()
 
     # -- publishers' side (any thread) -----------------------------------------------
 
@@ -168,7 +189,7 @@ class Publisher:
             metrics.broadcast_failed(len(batch))
             logger.error("no channel layer configured; %s stored but not broadcast", _ids(batch))
             return
-        if time.monotonic() < self.skip_until:
+        if self.breaker.is_open:
             metrics.broadcast_skipped(len(batch))
             logger.warning(
                 "broadcast of %s skipped: the channel layer failed moments ago; "
@@ -183,7 +204,7 @@ class Publisher:
             if isinstance(exc, LAYER_DOWN):
                 # Only a layer that cannot be reached opens the breaker; a bug elsewhere
                 # must not make every publisher of the process skip broadcasts.
-                self.skip_until = time.monotonic() + BREAKER_SECONDS
+                self.breaker.trip()
             # One line: a publisher in a shell while Redis is down should not see a page
             # of traceback for events that are safe. The traceback is there at DEBUG.
             logger.error(

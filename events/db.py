@@ -27,4 +27,5 @@ _executor = ThreadPoolExecutor(max_workers=STREAM_DB_THREADS, thread_name_prefix
 
 def stream_db(func: Callable[..., Any]) -> Callable[..., Any]:
     """`func` as a coroutine function that runs on the streams' database threads."""
-    return DatabaseSyncToAsync(func, thread_sensitive=False, executor=_executor)
+    wrapped: Callable[..., Any] = DatabaseSyncToAsync(func, thread_sensitive=False, executor=_executor)
+    return wrapped

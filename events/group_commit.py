@@ -13,15 +13,13 @@ A failure (the database down) is raised in every coroutine of that round.
 from __future__ import annotations
 
 import asyncio
-import os
-import threading
 import time
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from django.db import connection
 
+from events.executors import ProcessExecutor
 from events.publish import Prepared
 
 if TYPE_CHECKING:
@@ -33,33 +31,21 @@ IDLE_CLOSE_SECONDS = 1.0
 MAX_ROUND = 1000
 
 
-class _Store:
-    """The process's store thread (made again in a forked child)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
-        self._pid = os.getpid()
-        self.busy = 0
-
-    def executor(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._executor is None or self._pid != os.getpid():
-                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="events-store")
-                self._pid = os.getpid()
-            return self._executor
+# One thread: rounds follow each other, so the seqs of one loop's rounds are in order.
+_thread = ProcessExecutor(1, "events-store")
 
 
-_store = _Store()
+class _Busy:
+    """Rounds under way on any loop: the store thread's connection is not closed under them."""
+
+    count = 0
 
 
 def _store_round(prepared: list[Prepared]) -> list[Event]:
-    from events import publish, store
+    from events import publish
 
     try:
-        # One event: the single-statement append (one round trip on PostgreSQL).
-        stored = store.append_one(prepared[0]) if len(prepared) == 1 else store.append_many(prepared)
-        return publish.store_prepared(prepared, stored)
+        return publish.send_prepared(prepared)
     except Exception:
         # The connection may be what failed (the database restarted): the next round
         # connects afresh.
@@ -68,7 +54,7 @@ def _store_round(prepared: list[Prepared]) -> list[Event]:
 
 
 def _close_if_idle() -> None:
-    if not _store.busy:
+    if not _Busy.count:
         connection.close()
 
 
@@ -93,9 +79,9 @@ class _Rounds:
                     taken += 1
                 round_, self.waiting = self.waiting[:taken], self.waiting[taken:]
                 prepared = [item for items, _ in round_ for item in items]
-                _store.busy += 1
+                _Busy.count += 1
                 try:
-                    stored = await loop.run_in_executor(_store.executor(), _store_round, prepared)
+                    stored = await loop.run_in_executor(_thread.get(), _store_round, prepared)
                 except Exception as exc:
                     for _, future in round_:
                         if not future.done():
@@ -107,7 +93,7 @@ class _Rounds:
                     self.waiting = []
                     raise
                 finally:
-                    _store.busy -= 1
+                    _Busy.count -= 1
                 start = 0
                 for items, future in round_:
                     if not future.done():
@@ -121,8 +107,8 @@ class _Rounds:
 
     def _close_if_idle(self) -> None:
         idle = time.monotonic() - self.last_round >= IDLE_CLOSE_SECONDS * 0.9
-        if idle and not self.running and not _store.busy:
-            _store.executor().submit(_close_if_idle)
+        if idle and not self.running and not _Busy.count:
+            _thread.get().submit(_close_if_idle)
 
 
 _rounds: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Rounds] = weakref.WeakKeyDictionary()

@@ -17,7 +17,7 @@ from django.template import TemplateDoesNotExist
 from django.template.loader import render_to_string
 
 from events.positions import format_position
-from events.publish import DEFAULT_EVENT_TYPE, send_event
+from events.publish import DEFAULT_EVENT_TYPE, asend_event, send_event
 
 if TYPE_CHECKING:
     from events.models import Event
@@ -68,10 +68,10 @@ async def asend_html(
     event: str = DEFAULT_EVENT_TYPE,
     request: HttpRequest | None = None,
 ) -> Event:
-    """The async twin of send_html (templates render in a worker thread: they may query)."""
-    return await database_sync_to_async(send_html)(
-        channel, template_name, context, event=event, request=request
-    )
+    """The async twin of send_html: the template renders in a worker thread (it may
+    query), and the event is stored as asend_event stores it (shared commits)."""
+    html = await database_sync_to_async(render_fragment)(template_name, context, request)
+    return await asend_event(channel, html, event=event, raw=True)
 
 
 def stream_position(channels: Iterable[str]) -> str:

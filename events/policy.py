@@ -13,6 +13,7 @@ not asked about.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from importlib import import_module
 from types import SimpleNamespace
@@ -46,14 +47,30 @@ def default_publish_policy(user: Any, channel: str) -> bool:
 
 def publish_denied(user: Any, channel: str) -> str | None:
     """Why `user` may not publish to `channel`, or None when it may."""
+    return staff_publish_denied(user) or channel_publish_denied(user, channel)
+
+
+def staff_publish_denied(user: Any) -> str | None:
+    """Why `user` may not publish at all (active staff with events.add_event may), or None."""
     if not (user.is_authenticated and user.is_active and user.is_staff):
         return "only staff users may publish"
     if not user.has_perm("events.add_event"):
         return "publishing needs the events.add_event permission"
-    policy: Policy = import_string(conf.publish_policy)
-    if not policy(user, channel):
+    return None
+
+
+def channel_publish_denied(user: Any, channel: str) -> str | None:
+    """The publish policy's answer for a user who may publish (staff_publish_denied)."""
+    if not _publish_policy(conf.publish_policy)(user, channel):
         return f"not allowed to publish to channel {channel!r}"
     return None
+
+
+@functools.lru_cache(maxsize=8)
+def _publish_policy(path: str) -> Policy:
+    # Imported once per setting's value, not per request (tests override the setting).
+    policy: Policy = import_string(path)
+    return policy
 
 
 def _needs_user_by_default(channel: str) -> bool:

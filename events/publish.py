@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
@@ -25,6 +25,7 @@ from events import broadcaster, metrics, sse
 from events.conf import conf
 from events.messages import EVENT_MESSAGE, EventMessage
 from events.names import validate_channel, validate_event_type
+from events.signals import event_stored
 
 if TYPE_CHECKING:
     from events.models import Event
@@ -35,8 +36,14 @@ DEFAULT_EVENT_TYPE = "message"
 EVENT_FIELDS = frozenset({"channel", "event", "data", "text"})
 # (channel, type, data as stored, raw): an event checked and ready to store.
 Prepared = tuple[str, str, str, bool]
-# The open events.testing.capture_events() lists: each gets every event sent meanwhile.
-captures: list[list[Event]] = []
+
+
+def within_limit(data: str, unit: str = "bytes") -> str:
+    """`data` if its UTF-8 form fits EVENTS_MAX_PAYLOAD_BYTES, else ValueError."""
+    size, limit = len(data.encode()), conf.max_payload_bytes
+    if size > limit:
+        raise ValueError(f"event data is {size} {unit}, over the limit of {limit} bytes")
+    return data
 
 
 def encode_payload(data: Any) -> str:
@@ -47,11 +54,7 @@ def encode_payload(data: Any) -> str:
         raise ValueError(f"event data is not JSON-serialisable: {exc}") from exc
     except RecursionError as exc:
         raise ValueError("event data is nested too deeply to serialise") from exc
-    size = len(encoded.encode())
-    limit = conf.max_payload_bytes
-    if size > limit:
-        raise ValueError(f"event data is {size} bytes as JSON, over the limit of {limit} bytes")
-    return encoded
+    return within_limit(encoded, "bytes as JSON")
 
 
 def encode_text(text: Any) -> str:
@@ -62,15 +65,10 @@ def encode_text(text: Any) -> str:
     if "\x00" in text:
         # Browsers keep NUL in data, but no database text column stores it reliably.
         raise ValueError("raw event data contains a NUL character")
-    normalised = sse.normalise_line_breaks(text)
     try:
-        size = len(normalised.encode())
+        return within_limit(sse.normalise_line_breaks(text))
     except UnicodeEncodeError as exc:
         raise ValueError("raw event data is not valid Unicode (it has a lone surrogate)") from exc
-    limit = conf.max_payload_bytes
-    if size > limit:
-        raise ValueError(f"event data is {size} bytes, over the limit of {limit} bytes")
-    return normalised
 
 
 def message_for(event: Event) -> EventMessage:
@@ -91,25 +89,25 @@ def prepare(channel: str, data: Any, event: str = DEFAULT_EVENT_TYPE, raw: bool 
     return channel, event, encode_text(data) if raw else encode_payload(data), raw
 
 
-def prepare_item(item: Mapping[str, Any]) -> Prepared:
+def prepare_item(item: object) -> Prepared:
     """One element of a bulk send: {"channel": ..., "data": ..., "event": ...} (event
     optional), or "text" instead of "data" for a raw event (a string sent as is)."""
     if not isinstance(item, Mapping):
         kind = type(item).__name__
         raise ValueError(f'an event must be an object {{"channel": ..., "data": ...}}, not {kind}')
     if "channel" not in item:
-        raise ValueError("no 'channel' field")
+        raise ValueError('no "channel" field')
     fields = [key for key in ("data", "text") if key in item]
     if not fields:
-        raise ValueError("no 'data' field (or 'text' for text)")
+        raise ValueError('no "data" field (or "text" for text)')
     if len(fields) > 1:
-        raise ValueError("both 'data' and 'text': send one of them")
+        raise ValueError('both "data" and "text": send one of them')
     extra = set(item) - EVENT_FIELDS
     if extra:
         raise ValueError(f"unknown field(s): {', '.join(sorted(map(str, extra)))}")
     raw = fields == ["text"]
     if raw and not isinstance(item["text"], str):
-        raise ValueError("'text' must be a string (send JSON values as 'data')")
+        raise ValueError('"text" must be a string (send JSON values as "data")')
     return prepare(item["channel"], item[fields[0]], item.get("event", DEFAULT_EVENT_TYPE), raw)
 
 
@@ -134,23 +132,27 @@ def send_event(channel: str, data: Any, event: str = DEFAULT_EVENT_TYPE, *, raw:
     thread: this returns once the event is stored (and committed, outside a
     transaction), without waiting on Redis.
     """
-    item = prepare(channel, data, event, raw)
-    from events import store
-
-    (stored,) = store_prepared([item], store.append_one(item))
+    (stored,) = send_prepared([prepare(channel, data, event, raw)])
     return stored
 
 
-def send_encoded(channel: str, encoded: str, event: str = DEFAULT_EVENT_TYPE, *, raw: bool = False) -> Event:
-    """send_event for data already encoded as it goes on the wire, such as a stored
-    event sent again: it is not parsed, so whatever was stored can be sent as it is (a
-    payload nested too deeply to decode and encode again included)."""
+def prepare_encoded(
+    channel: str, encoded: str, event: str = DEFAULT_EVENT_TYPE, *, raw: bool = False
+) -> Prepared:
+    """prepare() for data already encoded as it goes on the wire, such as a stored event
+    sent again: JSON is not parsed, so whatever was stored can be sent as it is (a
+    payload nested too deeply to decode and encode again included); text gets the
+    checks of any raw event."""
+    if raw:
+        return prepare(channel, encoded, event, raw=True)
     validate_channel(channel)
     validate_event_type(event)
-    size, limit = len(encoded.encode()), conf.max_payload_bytes
-    if size > limit:
-        raise ValueError(f"event data is {size} bytes, over the limit of {limit} bytes")
-    (stored,) = send_prepared([(channel, event, encoded, raw)])
+    return channel, event, within_limit(encoded), False
+
+
+def send_encoded(channel: str, encoded: str, event: str = DEFAULT_EVENT_TYPE, *, raw: bool = False) -> Event:
+    """send_event for data already encoded (see prepare_encoded)."""
+    (stored,) = send_prepared([prepare_encoded(channel, encoded, event, raw=raw)])
     return stored
 
 
@@ -166,21 +168,20 @@ def send_events(items: Iterable[Mapping[str, Any]]) -> list[Event]:
 
 
 def send_prepared(prepared: list[Prepared]) -> list[Event]:
-    """send_events for items already checked by prepare()."""
+    """send_events for items already checked by prepare(): store them (one statement for
+    one event, one transaction for several), announce them (the event_stored signal),
+    and broadcast them once committed."""
     if not prepared:
         return []
     from events import store
+    from events.models import Event
 
-    stored = store.append_one(prepared[0]) if len(prepared) == 1 else store.append_many(prepared)
-    return store_prepared(prepared, stored)
-
-
-def store_prepared(prepared: list[Prepared], stored: Event | list[Event]) -> list[Event]:
-    events = stored if isinstance(stored, list) else [stored]
+    events = [store.append_one(prepared[0])] if len(prepared) == 1 else store.append_many(prepared)
     metrics.published(len(events))
-    for outbox in captures:  # events.testing.capture_events(); empty outside tests
-        outbox.extend(events)
     after_commit(events)
+    # Once per stored batch, not per event: send_events of a hundred items is one send.
+    # After after_commit: a receiver that raises cannot keep stored events from going out.
+    event_stored.send(sender=Event, events=events)
     return events
 
 
@@ -231,9 +232,14 @@ _BATCH_ATTR = "_events_commit_batch"
 
 class _CommitBatch:
     """The events of one transaction, gathered by their on_commit hooks as they run and
-    sent together by the last one registered. When that last one was rolled back with a
-    savepoint (Django dropped its hook), the publisher thread sends what the others
-    gathered a moment later."""
+    sent together by the last one registered.
+
+    Why a timer as well: when the last hook registered was rolled back with a savepoint,
+    Django drops it, and nothing tells the surviving hooks which of them runs last (the
+    hooks still to run are in a list local to Django's commit; no hook runs after them).
+    So the first surviving hook that is not the last arms a timer on the publisher
+    thread, which sends what was gathered a moment later; a hook that gathers after that
+    send arms it again (other hooks of the transaction may be slow)."""
 
     LEFTOVER_SECONDS = 0.05
 
@@ -244,7 +250,7 @@ class _CommitBatch:
         self._leftover_timer = False
         self.ran = False
 
-    def hook(self, events: list[Event]) -> Any:
+    def hook(self, events: list[Event]) -> Callable[[], None]:
         self._registered += 1
         number = self._registered
 
@@ -267,6 +273,7 @@ class _CommitBatch:
     def send(self, trim: bool) -> None:
         with self._lock:
             events, self._gathered = self._gathered, []
+            self._leftover_timer = False
         _committed(events, trim=trim)
 
 

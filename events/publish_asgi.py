@@ -17,16 +17,15 @@ the upload size limit, error pages, connection handling per request) is unchange
 from __future__ import annotations
 
 import asyncio
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
-from django.http import HttpResponseBase
+from django.http import HttpResponseBadRequest, HttpResponseBase
 from django.urls import set_script_prefix
+
+from events.executors import ProcessExecutor
 
 # Requests of one process served at once: Django's own ASGI default is one thread for all
 # sync code; two let one request's database wait overlap another's Python work.
@@ -38,16 +37,7 @@ class PublishHandler(ASGIHandler):
         super().__init__()
         # The same middleware as the site, as the sync chain a WSGI server would run.
         self.load_middleware(is_async=False)
-        self._lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
-        self._pid = os.getpid()
-
-    def executor(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._executor is None or self._pid != os.getpid():
-                self._executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="events-post")
-                self._pid = os.getpid()
-            return self._executor
+        self.threads = ProcessExecutor(THREADS, "events-post")
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         try:
@@ -55,22 +45,23 @@ class PublishHandler(ASGIHandler):
         except RequestAborted:
             return
         loop = asyncio.get_running_loop()
-        response = await loop.run_in_executor(self.executor(), self._respond, scope, body_file)
+        response = await loop.run_in_executor(self.threads.get(), self._respond, scope, body_file)
         try:
             await self.send_response(response, send)
         finally:
             # Not awaited: nothing of it goes to the client, and it saves waking the loop.
-            self.executor().submit(self._close, response, body_file)
+            self.threads.get().submit(self._close, response, body_file)
 
     def _respond(self, scope: dict[str, Any], body_file: Any) -> HttpResponseBase:
         set_script_prefix(get_script_prefix(scope))
         # In this thread, so that close_old_connections looks after this thread's connection.
         signals.request_started.send(sender=self.__class__, scope=scope)
         request, error_response = self.create_request(scope, body_file)
-        if request is None:
-            return error_response
+        if request is None or error_response is not None:
+            # create_request gives a request or the response that refuses it.
+            return error_response or HttpResponseBadRequest()
         response = self.get_response(request)
-        response._handler_class = self.__class__  # the sender of request_finished
+        vars(response)["_handler_class"] = self.__class__  # the sender of request_finished
         return response
 
     def _close(self, response: HttpResponseBase, body_file: Any) -> None:

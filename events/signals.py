@@ -1,4 +1,5 @@
-"""Broadcast an event whenever instances of a model are saved or deleted."""
+"""The app's signals: event_stored, sent by publishing; and broadcast_on_save, which
+sends an event whenever instances of a model are saved or deleted."""
 
 from __future__ import annotations
 
@@ -11,10 +12,16 @@ from django.core import serializers
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models.signals import post_delete, post_save
+from django.dispatch import Signal
 
-from events.html import send_html
 from events.names import validate_channel, validate_event_type
-from events.publish import send_event
+
+# Sent once per stored batch (one send_event, one send_events call, one round of async
+# publishers), in the publisher's thread, as soon as the events are stored: inside a
+# transaction that is before the commit (and whether or not it commits). Arguments:
+# sender (the Event model) and events (the stored Events, in seq order per channel).
+# events.testing.capture_events listens to it.
+event_stored = Signal()
 
 Serializer = Callable[[models.Model], Any]
 
@@ -59,9 +66,13 @@ def broadcast_on_save(
     if fields is not None and (serialize is not None or template is not None):
         raise ValueError("fields are for the default payload: pass either serialize, template or fields")
     to_payload = serialize or functools.partial(model_payload, fields=fields)
-    model_name = model._meta.model_name
+    model_name = model._meta.model_name or model.__name__.lower()
 
     def emit(instance: models.Model, action: str) -> None:
+        # Here, not at the top: publishing imports this module for event_stored.
+        from events.html import send_html
+        from events.publish import send_event
+
         name = channel(instance) if callable(channel) else channel
         kind = event or f"{model_name}.{action}"
         if template is not None:

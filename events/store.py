@@ -1,6 +1,6 @@
 """The event store: append with a per-channel sequence, read back after a position, trim.
 
-Why the ids are safe to resume from (SPEC 4.3): an id is `channel:seq`, and `seq` comes
+Why the ids are safe to resume from (README: Resume): an id is `channel:seq`, and `seq` comes
 from an upsert on the channel's row in the same transaction that inserts the event. On
 PostgreSQL the upsert takes that row's lock and keeps it until the transaction ends; on
 SQLite the whole database is locked for writing. So a publisher of the same channel
@@ -24,14 +24,17 @@ from django.utils import timezone
 from events.models import Channel, Event
 
 
-def _bump_sql() -> str:
+def _bump_sql(channels: int) -> str:
+    """The upsert that adds a count to each of `channels` channel rows (parameters: name,
+    count, for each) and returns their (name, last_seq): the only place seqs come from."""
     table = connection.ops.quote_name(Channel._meta.db_table)
     name = connection.ops.quote_name("name")
     last = connection.ops.quote_name("last_seq")
+    values = ", ".join(["(%s, %s)"] * channels)
     return (
-        f"INSERT INTO {table} ({name}, {last}) VALUES (%s, 1) "
-        f"ON CONFLICT ({name}) DO UPDATE SET {last} = {table}.{last} + 1 "
-        f"RETURNING {last}"
+        f"INSERT INTO {table} ({name}, {last}) VALUES {values} "
+        f"ON CONFLICT ({name}) DO UPDATE SET {last} = {table}.{last} + excluded.{last} "
+        f"RETURNING {name}, {last}"
     )
 
 
@@ -59,15 +62,15 @@ def append(channel: str, event_type: str, data: str, *, raw: bool = False) -> Ev
             # the upsert's row lock is held until the statement's transaction ends,
             # which stores the event too.
             cursor.execute(
-                f"WITH bumped AS ({_bump_sql()}) {_insert_sql('last_seq')} FROM bumped RETURNING id, seq",
-                [channel, channel, event_type, data, raw, at],
+                f"WITH bumped AS ({_bump_sql(1)}) {_insert_sql('last_seq')} FROM bumped RETURNING id, seq",
+                [channel, 1, channel, event_type, data, raw, at],
             )
             pk, seq = cursor.fetchone()
         else:
             # SQLite has no INSERT inside WITH: two statements in one transaction.
             with transaction.atomic():
-                cursor.execute(_bump_sql(), [channel])
-                (seq,) = cursor.fetchone()
+                cursor.execute(_bump_sql(1), [channel, 1])
+                (_, seq) = cursor.fetchone()
                 cursor.execute(_insert_sql("%s") + " RETURNING id", [channel, seq, event_type, data, raw, at])
                 (pk,) = cursor.fetchone()
     return Event(id=pk, channel=channel, seq=seq, type=event_type, data=data, raw=raw, created=created)
@@ -113,9 +116,6 @@ def _append_many(items: Sequence[tuple[str, str, str, bool]]) -> list[Event]:
 
 
 def _bump_many(counts: Mapping[str, int]) -> dict[str, int]:
-    table = connection.ops.quote_name(Channel._meta.db_table)
-    name = connection.ops.quote_name("name")
-    last = connection.ops.quote_name("last_seq")
     # Sorted: two batches lock the channel rows they share in the same order, so they
     # queue behind each other instead of deadlocking.
     names = sorted(counts)
@@ -123,12 +123,8 @@ def _bump_many(counts: Mapping[str, int]) -> dict[str, int]:
     with connection.cursor() as cursor:
         for start in range(0, len(names), _BUMP_CHUNK):
             chunk = names[start : start + _BUMP_CHUNK]
-            values = ", ".join(["(%s, %s)"] * len(chunk))
             cursor.execute(
-                f"INSERT INTO {table} ({name}, {last}) VALUES {values} "
-                f"ON CONFLICT ({name}) DO UPDATE SET {last} = {table}.{last} + excluded.{last} "
-                f"RETURNING {name}, {last}",
-                [param for channel in chunk for param in (channel, counts[channel])],
+                _bump_sql(len(chunk)), [param for channel in chunk for param in (channel, counts[channel])]
             )
             found.update(cursor.fetchall())
     return found

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from events import publish
+from events.signals import event_stored
 
 if TYPE_CHECKING:
     from events.models import Event
@@ -80,11 +80,16 @@ def capture_events() -> Iterator[EventOutbox]:
     the broadcast (on commit) never happens. Captures may be nested.
     """
     outbox = EventOutbox()
-    publish.captures.append(outbox)
+
+    def stored(sender: Any, events: list[Event], **kwargs: Any) -> None:
+        outbox.extend(events)
+
+    # weak=False: `stored` lives only as long as this block, which disconnects it.
+    event_stored.connect(stored, weak=False)
     try:
         yield outbox
     finally:
-        publish.captures.remove(outbox)
+        event_stored.disconnect(stored)
 
 
 try:

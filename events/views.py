@@ -25,9 +25,9 @@ from events.conf import conf
 from events.hub import get_hub
 from events.log import describe
 from events.names import channel_error, event_type_error
-from events.policy import publish_denied
+from events.policy import channel_publish_denied, staff_publish_denied
 from events.positions import format_position
-from events.publish import prepare_items, send_event, send_prepared
+from events.publish import prepare_item, prepare_items, send_prepared
 from events.shell import python_command
 
 logger = logging.getLogger(__name__)
@@ -84,15 +84,16 @@ def _authorise(request: HttpRequest, channel: str) -> JsonResponse | None:
             "authentication required: a staff session or 'Authorization: Bearer <token>'",
             WWW_Authenticate='Bearer realm="events"',
         )
-    if not (user.is_active and user.is_staff):
-        return error(403, "only staff users may publish")
+    denied = staff_publish_denied(user)
+    if denied is not None:
+        return error(403, denied)
     # A session is ambient authority: demand the CSRF token, as Django does for forms.
     reason = CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})
     if reason is not None:
         return error(403, "CSRF verification failed: send the X-CSRFToken header")
     # As the admin asks: staff with the add permission, and the publish policy (for a
     # list, POST /events/, per channel of the list: _publish_batch).
-    denied = publish_denied(user, channel) if channel else None
+    denied = channel_publish_denied(user, channel) if channel else None
     if denied is not None:
         return error(403, denied)
     return None
@@ -174,25 +175,15 @@ def _publish(request: HttpRequest, channel: str) -> HttpResponse:
 def _publish_one(channel: str, body: Any) -> JsonResponse:
     if not isinstance(body, dict):
         return error(400, 'the body must be a JSON object: {"event": "type", "data": ...}')
+    if "channel" in body:  # the URL names it
+        return error(400, f"unknown field(s): {', '.join(sorted(set(body) - {'event', 'data', 'text'}))}")
     # "data": any JSON value, sent as JSON; "text": a string sent as is (raw).
-    fields = [name for name in ("data", "text") if name in body]
-    if not fields:
-        return error(
-            400, 'the body has no "data" field: {"event": "type", "data": ...} (or "text": "..." for text)'
-        )
-    if len(fields) > 1:
-        return error(400, 'the body has both "data" and "text": send one of them')
-    extra = set(body) - {"event", "data", "text"}
-    if extra:
-        return error(400, f"unknown field(s): {', '.join(sorted(extra))}")
-    raw = fields == ["text"]
-    if raw and not isinstance(body["text"], str):
-        return error(400, '"text" must be a string (send JSON values as "data")')
     try:
-        with metrics.publishing_via("http"):
-            event = send_event(channel, body[fields[0]], event=body.get("event", "message"), raw=raw)
+        prepared = prepare_item({**body, "channel": channel})
     except ValueError as exc:
         return error(400, str(exc))
+    with metrics.publishing_via("http"):
+        (event,) = send_prepared([prepared])
     return JsonResponse({"id": event.sse_id}, status=201)
 
 
@@ -214,9 +205,10 @@ def _publish_batch(request: HttpRequest, body: Any) -> JsonResponse:
     except ValueError as exc:
         return error(400, str(exc))
     if _bearer_token(request) is None:
-        # A staff session: the publish policy for every channel of the list, as for one.
+        # A staff session (checked by _authorise): the publish policy for every channel
+        # of the list, as for one.
         for name in dict.fromkeys(item[0] for item in prepared):
-            denied = publish_denied(request.user, name)
+            denied = channel_publish_denied(request.user, name)
             if denied is not None:
                 return error(403, denied)
     with metrics.publishing_via("http"):

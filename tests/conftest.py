@@ -68,7 +68,7 @@ def _closed_broadcast_breaker() -> None:
     from events import broadcaster
 
     broadcaster.flush(10)
-    broadcaster.publisher.skip_until = 0.0
+    broadcaster.publisher.breaker.close()
 
 
 @pytest.fixture

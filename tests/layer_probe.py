@@ -1,20 +1,39 @@
-"""Watch what reaches the channel layer's group for an SSE channel, from sync tests.
+"""The channel layer from sync tests: watch what reaches the group of an SSE channel
+(GroupListener), or point the layer at no Redis (layer_without_redis).
 
-A plain Redis pub/sub subscription on the group's Redis channel: it sees exactly what
-every daphne process's hub would receive.
+GroupListener is a plain Redis pub/sub subscription on the group's Redis channel: it sees
+exactly what every daphne process's hub would receive.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import redis
-from channels.layers import get_channel_layer
+from channels.layers import channel_layers, get_channel_layer
 from django.conf import settings
+from django.test import override_settings
 
 from events import broadcaster
 from events.messages import group_name
+from tests.servers import free_port
+
+
+@contextmanager
+def layer_without_redis() -> Iterator[None]:
+    """The channel layer pointed at a port where no Redis listens, then restored."""
+    old = settings.CHANNEL_LAYERS["default"]
+    dead = {**old, "CONFIG": {**old["CONFIG"], "hosts": [f"redis://127.0.0.1:{free_port()}/0"]}}
+    # The layer object is cached per alias: drop it on the way in and out.
+    channel_layers.backends.clear()
+    try:
+        with override_settings(CHANNEL_LAYERS={"default": dead}):
+            yield
+    finally:
+        channel_layers.backends.clear()
 
 
 class GroupListener:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -149,6 +150,27 @@ def test_send_again_resends_as_new_events(admin_client: Client) -> None:
     ]
     messages = [str(m) for m in admin_client.get(CHANGELIST).context["messages"]]
     assert "Sent 2 event(s) again." in messages
+
+
+def test_send_again_stores_the_selection_in_one_batch(admin_client: Client) -> None:
+    """One transaction and one round trip for the selection, as broadcast_action does: the
+    rows are stored together (one event_stored send), not one by one."""
+    from events.signals import event_stored
+
+    name = channel()
+    pks = [send_event(name, n).pk for n in range(3)]
+    batches: list[list[str]] = []
+
+    def receiver(sender: Any, events: list[Event], **kwargs: Any) -> None:
+        batches.append([event.sse_id for event in events])
+
+    event_stored.connect(receiver)
+    try:
+        response = admin_client.post(CHANGELIST, {"action": "send_again", "_selected_action": pks})
+    finally:
+        event_stored.disconnect(receiver)
+    assert response.status_code == 302
+    assert batches == [[f"{name}:4", f"{name}:5", f"{name}:6"]]
 
 
 def test_send_again_over_the_current_limit_reports_instead_of_500(admin_client: Client, settings) -> None:

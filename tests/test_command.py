@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 from io import StringIO
-from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -17,7 +16,7 @@ from tests.streams import channel
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ROOT = Path(__file__).resolve().parents[1]
+
 ARRIVE = 3.0
 QUIET = 0.5
 PROCESS_TIMEOUT = 60

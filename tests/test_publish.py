@@ -8,7 +8,6 @@ import math
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 import redis.exceptions
@@ -18,8 +17,7 @@ from django.test import override_settings
 
 from events import asend_event, broadcaster, send_event
 from events.models import Channel, Event
-from tests.layer_probe import GroupListener
-from tests.servers import free_port
+from tests.layer_probe import GroupListener, layer_without_redis
 from tests.streams import channel
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -31,22 +29,6 @@ QUIET = 0.5
 
 def stored(name: str) -> list[tuple[int, str, str]]:
     return list(Event.objects.filter(channel=name).order_by("seq").values_list("seq", "type", "data"))
-
-
-@contextmanager
-def layer_without_redis() -> Iterator[None]:
-    """The channel layer pointed at a port where no Redis listens, then restored."""
-    from django.conf import settings
-
-    old = settings.CHANNEL_LAYERS["default"]
-    dead = {**old, "CONFIG": {**old["CONFIG"], "hosts": [f"redis://127.0.0.1:{free_port()}/0"]}}
-    # The layer object is cached per alias: drop it on the way in and out.
-    channel_layers.backends.clear()
-    try:
-        with override_settings(CHANNEL_LAYERS={"default": dead}):
-            yield
-    finally:
-        channel_layers.backends.clear()
 
 
 @pytest.fixture
@@ -374,7 +356,7 @@ def test_an_error_other_than_an_unreachable_layer_does_not_open_the_breaker(monk
 def test_publishing_recovers_after_a_failed_broadcast(caplog, monkeypatch) -> None:
     """After the layer comes back (and the breaker's moment has passed), the next event
     is broadcast with the next seq."""
-    monkeypatch.setattr(broadcaster, "BREAKER_SECONDS", 0.2)
+    monkeypatch.setattr(broadcaster.publisher.breaker, "seconds", 0.2)
     name = channel()
     with layer_without_redis(), caplog.at_level(logging.ERROR, logger="events"):
         send_event(name, "lost live, kept stored")

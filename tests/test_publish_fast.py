@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import redis.asyncio.client
@@ -20,12 +19,12 @@ from django.test import Client
 
 from events import asend_event, asend_events, broadcaster, send_event, send_events
 from events.models import Event
-from tests.layer_probe import GroupListener
+from tests.layer_probe import GroupListener, layer_without_redis
+from tests.servers import ROOT
 from tests.streams import channel
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ROOT = Path(__file__).resolve().parents[1]
 ARRIVE = 3.0
 QUIET = 0.5
 TOKEN = "s3cret-publish-token"
@@ -99,8 +98,8 @@ def test_send_events_checks_every_item_before_storing_any() -> None:
     a = channel()
     cases = [
         ([{"channel": a, "data": 1}, {"channel": "bad name", "data": 2}], r"^event 1: channel 'bad name'"),
-        ([{"channel": a, "data": 1}, {"channel": a}], r"^event 1: no 'data' field"),
-        ([{"data": 1}], r"^event 0: no 'channel' field"),
+        ([{"channel": a, "data": 1}, {"channel": a}], r'^event 1: no "data" field'),
+        ([{"data": 1}], r'^event 0: no "channel" field'),
         ([{"channel": a, "data": 1, "type": "x"}], r"^event 0: unknown field\(s\): type"),
         ([{"channel": a, "data": object()}], r"^event 0: event data is not JSON-serialisable"),
         ([{"channel": a, "data": 1, "event": "a b"}], r"^event 0: event type 'a b' may only contain"),
@@ -158,6 +157,30 @@ def test_a_batch_whose_last_event_was_rolled_back_is_still_sent(batches) -> None
     assert [ids for batch in batches for ids in batch] == [f"{a}:1", f"{a}:2"]
 
 
+def test_events_gathered_after_the_leftover_send_go_out_too(batches, monkeypatch) -> None:
+    """The transaction's last hook was dropped with its savepoint, so the leftovers are
+    sent from a timer; another hook of the transaction is slow, so the timer fires
+    between two of ours: what the later one gathers is sent as well (it arms the timer
+    again), not left to the hubs' catch-up from the store."""
+    import time
+
+    from events import publish
+
+    monkeypatch.setattr(publish._CommitBatch, "LEFTOVER_SECONDS", 0.01)
+    a = channel()
+    with GroupListener(a) as listener:
+        with transaction.atomic():
+            send_event(a, "first")
+            transaction.on_commit(lambda: time.sleep(0.5))  # someone else's slow hook
+            send_event(a, "second")
+            with pytest.raises(RuntimeError), transaction.atomic():
+                send_event(a, "dropped")
+                raise RuntimeError
+        received = listener.messages(count=2, timeout=ARRIVE)
+    assert [(m["seq"], m["data"]) for m in received] == [(1, '"first"'), (2, '"second"')]
+    assert [ids for batch in batches for ids in batch] == [f"{a}:1", f"{a}:2"]
+
+
 def test_a_rolled_back_transaction_sends_nothing_and_the_next_one_its_own(batches) -> None:
     a = channel()
     with pytest.raises(RuntimeError), transaction.atomic():
@@ -171,8 +194,6 @@ def test_a_rolled_back_transaction_sends_nothing_and_the_next_one_its_own(batche
 
 
 def test_bulk_send_while_redis_is_down_stores_and_logs_one_line(caplog) -> None:
-    from tests.test_publish import layer_without_redis
-
     a = channel()
     with layer_without_redis(), caplog.at_level(logging.WARNING, logger="events"):
         events = send_events([{"channel": a, "data": n} for n in range(50)])
@@ -188,7 +209,23 @@ def test_bulk_send_while_redis_is_down_stores_and_logs_one_line(caplog) -> None:
 # -- asend_event(s) ----------------------------------------------------------------------
 
 
-async def test_concurrent_asend_event_calls_share_commits_and_keep_their_order(batches) -> None:
+@pytest.fixture
+def store_rounds(monkeypatch) -> list[int]:
+    """The number of events in each transaction of the async publishers' store thread."""
+    from events import group_commit
+
+    sizes: list[int] = []
+    real = group_commit._store_round
+
+    def counting(prepared):
+        sizes.append(len(prepared))
+        return real(prepared)
+
+    monkeypatch.setattr(group_commit, "_store_round", counting)
+    return sizes
+
+
+async def test_concurrent_asend_event_calls_share_commits_and_keep_their_order(batches, store_rounds) -> None:
     a = channel()
 
     async def publisher(k: int) -> list[Event]:
@@ -205,8 +242,12 @@ async def test_concurrent_asend_event_calls_share_commits_and_keep_their_order(b
     seqs = sorted(e.seq for events in results for e in events)
     assert seqs == list(range(1, 201))
     assert sorted(m["seq"] for m in received) == list(range(1, 201))
-    # Shared: fewer broadcast batches (one per commit round at most) than events.
-    assert len(batches) < 200
+    # Shared: each commit holds the next event of every publisher (they all wait on the
+    # same round), so ten publishers of twenty events each cost twenty commits, not 200.
+    assert sum(store_rounds) == 200
+    assert store_rounds == [10] * 20, store_rounds
+    # And one broadcast batch per commit at most.
+    assert len(batches) <= len(store_rounds)
 
 
 async def test_asend_events_stores_and_validates_all_or_nothing() -> None:
@@ -221,26 +262,53 @@ async def test_asend_events_stores_and_validates_all_or_nothing() -> None:
     assert await Event.objects.filter(channel=a).acount() == 2
 
 
-async def test_asend_event_does_not_block_the_event_loop() -> None:
-    """While events are stored, the loop keeps running other tasks: the store works on
-    its own thread."""
+async def test_asend_event_does_not_block_the_event_loop(monkeypatch) -> None:
+    """While asend_event's insert waits on a lock another transaction holds, the event
+    loop keeps running: here, it is the loop that ends the other transaction. Were the
+    query run on the loop, nothing would release the lock and the other transaction
+    would give up waiting for the loop (and the test fail)."""
+    import threading
+
+    from django.db import connection
+
+    from events import store
+    from events.models import Channel
+
     a = channel()
-    ticks = 0
-    stop = asyncio.Event()
+    await asend_event(a, "first")  # the channel row exists
+    locked, release, entered = threading.Event(), threading.Event(), threading.Event()
+    released_by_loop: list[bool] = []
 
-    async def ticker() -> None:
-        nonlocal ticks
-        while not stop.is_set():
-            ticks += 1
-            await asyncio.sleep(0)
+    def hold_the_channel_row() -> None:
+        try:
+            with transaction.atomic():
+                # Locks the row on PostgreSQL, the whole database for writing on SQLite.
+                Channel.objects.filter(name=a).update(last_seq=1)
+                locked.set()
+                released_by_loop.append(release.wait(timeout=30))
+        finally:
+            connection.close()
 
-    task = asyncio.create_task(ticker())
-    for n in range(30):
-        await asend_event(a, n)
-    stop.set()
-    await task
-    # Every await of asend_event let the ticker run at least once.
-    assert ticks >= 30
+    real_append = store.append_one
+
+    def entering(item):
+        entered.set()
+        return real_append(item)  # blocks on the lock
+
+    monkeypatch.setattr(store, "append_one", entering)
+    holder = threading.Thread(target=hold_the_channel_row)
+    holder.start()
+    await asyncio.to_thread(locked.wait, 30)
+    task = asyncio.create_task(asend_event(a, "second"))
+    assert await asyncio.to_thread(entered.wait, 30)
+    # The loop runs while the store waits on the lock:
+    assert not task.done()
+    release.set()
+    event = await task
+    await asyncio.to_thread(holder.join, 30)
+    assert released_by_loop == [True]
+    assert event.seq == 2
+    assert [row[0] for row in await asyncio.to_thread(stored, a)] == [1, 2]
 
 
 # -- POST /events/ -------------------------------------------------------------------------
@@ -281,7 +349,7 @@ def test_post_a_list_stores_and_broadcasts_every_event(client: Client, token: st
         ({"channel": "x", "data": 1}, "takes a JSON list of events"),
         ([], "the list is empty"),
         ([{"channel": "ok", "data": 1}, {"channel": "bad name", "data": 1}], "event 1: channel 'bad name'"),
-        ([{"channel": "ok", "data": 1}, {"channel": "ok"}], "event 1: no 'data' field"),
+        ([{"channel": "ok", "data": 1}, {"channel": "ok"}], 'event 1: no "data" field'),
         ([{"channel": "ok", "data": 1, "typo": 1}], r"event 0: unknown field(s): typo"),
         ([{"channel": "ok", "data": 1}, 7], "event 1: an event must be an object"),
         ([{"channel": 5, "data": 1}], "event 0: channel must be a string"),
@@ -385,8 +453,8 @@ def test_lists_take_raw_text_events_too(client: Client, token: str) -> None:
         (True,),
     ]
     for bad, match in [
-        ({"channel": a, "text": 5}, "'text' must be a string"),
-        ({"channel": a, "text": "x", "data": 1}, "both 'data' and 'text'"),
+        ({"channel": a, "text": 5}, '"text" must be a string'),
+        ({"channel": a, "text": "x", "data": 1}, 'both "data" and "text"'),
     ]:
         with pytest.raises(ValueError, match=match):
             send_events([bad])

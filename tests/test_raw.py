@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from io import StringIO
 
@@ -179,6 +180,39 @@ async def test_asend_html(tmp_path, settings) -> None:
     settings.TEMPLATES = [{**settings.TEMPLATES[0], "DIRS": [tmp_path]}]
     event = await asend_html(channel(), "n.html", {"n": "<1>"}, event="n")
     assert (event.data, event.type, event.raw) == ("<b>&lt;1&gt;</b>", "n", True)
+
+
+async def test_asend_html_shares_commits_with_other_async_publishers(tmp_path, settings, monkeypatch) -> None:
+    """asend_html stores as asend_event does: on the store thread, in the round that
+    coroutines publishing at the same moment share (events/group_commit.py)."""
+    from events import group_commit
+
+    (tmp_path / "n.html").write_text("<b>{{ n }}</b>")
+    settings.TEMPLATES = [{**settings.TEMPLATES[0], "DIRS": [tmp_path]}]
+    rounds: list[list[str]] = []
+    real = group_commit._store_round
+
+    def recording(prepared):
+        rounds.append([data for _, _, data, _ in prepared])
+        return real(prepared)
+
+    monkeypatch.setattr(group_commit, "_store_round", recording)
+    name = channel()
+    events = await asyncio.gather(*(asend_html(name, "n.html", {"n": n}) for n in range(3)))
+    assert sorted(e.seq for e in events) == [1, 2, 3]
+    assert sorted(data for round_ in rounds for data in round_) == ["<b>0</b>", "<b>1</b>", "<b>2</b>"]
+
+
+def test_send_encoded_text_gets_the_checks_of_any_text() -> None:
+    """Text sent again as stored (the admin's "send again") is refused as send_event
+    refuses it: a NUL character, say, which a row written directly may hold."""
+    from events.publish import send_encoded
+
+    name = channel()
+    with pytest.raises(ValueError, match="NUL"):
+        send_encoded(name, "a\x00b", raw=True)
+    assert stored(name) == []
+    assert send_encoded(name, "<b>ok</b>", raw=True).data == "<b>ok</b>"
 
 
 def test_send_html_partial(tmp_path, settings) -> None:

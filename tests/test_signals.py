@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -154,3 +156,56 @@ def test_model_payload_sends_only_the_fields_named() -> None:
     assert set(model_payload(order)["fields"]) == {"customer", "status", "total"}
     with pytest.raises(ValueError, match="fields are for the default payload"):
         broadcast_on_save(Order, channel="orders", serialize=model_payload, fields=["status"])
+
+
+# -- event_stored ---------------------------------------------------------------------
+
+
+def test_event_stored_is_sent_once_per_stored_batch_with_its_events() -> None:
+    """One send per send_event, per send_events call and per transaction-less store; the
+    events as stored, in order; sent before the commit inside a transaction, and for a
+    rolled-back one too (it says stored, not committed)."""
+    from events import send_event, send_events
+    from events.signals import event_stored
+
+    calls: list[tuple[Any, list[str]]] = []
+
+    def receiver(sender: Any, events: list[Event], **kwargs: Any) -> None:
+        calls.append((sender, [event.sse_id for event in events]))
+
+    name = f"sig-{uuid.uuid4().hex[:10]}"
+    event_stored.connect(receiver)
+    try:
+        send_event(name, 1)
+        send_events([{"channel": name, "data": 2}, {"channel": name, "data": 3}])
+        with transaction.atomic():
+            send_event(name, 4)
+            assert calls[-1] == (Event, [f"{name}:4"])  # before the commit
+            transaction.set_rollback(True)
+    finally:
+        event_stored.disconnect(receiver)
+    send_event(name, 5)  # disconnected: not seen
+    assert calls == [
+        (Event, [f"{name}:1"]),
+        (Event, [f"{name}:2", f"{name}:3"]),
+        (Event, [f"{name}:4"]),
+    ]
+
+
+async def test_event_stored_is_sent_once_per_shared_commit_of_async_publishers() -> None:
+    from events import asend_event
+    from events.signals import event_stored
+
+    batches: list[list[int]] = []
+
+    def receiver(sender: Any, events: list[Event], **kwargs: Any) -> None:
+        batches.append([event.seq for event in events])
+
+    name = f"sig-{uuid.uuid4().hex[:10]}"
+    event_stored.connect(receiver)
+    try:
+        await asyncio.gather(*(asend_event(name, n) for n in range(10)))
+    finally:
+        event_stored.disconnect(receiver)
+    # All ten were waiting when the store thread's first round began: one commit, one send.
+    assert batches == [list(range(1, 11))]

@@ -103,16 +103,24 @@ def test_fixture_captures_an_admin_action(admin_client: Client, sent_events: Eve
 
 
 def test_fixture_starts_empty_and_stops_capturing(sent_events: EventOutbox) -> None:
-    from events import publish
+    from events.signals import event_stored
 
     assert sent_events == []
-    assert publish.captures == [sent_events]
+    # The fixture is a receiver of event_stored while the test runs, and only then
+    # (test_a_capture_stops_listening_when_it_ends).
+    assert event_stored.has_listeners()
 
 
-def test_nothing_is_captured_outside_a_capture() -> None:
-    from events import publish
+@pytest.mark.django_db
+def test_a_capture_stops_listening_when_it_ends() -> None:
+    from events.signals import event_stored
 
-    assert publish.captures == []
+    before = len(event_stored.receivers)
+    with capture_events() as outbox:
+        assert len(event_stored.receivers) == before + 1
+    assert len(event_stored.receivers) == before
+    send_event(channel(), "after the block")
+    assert outbox == []
 
 
 # -- parsing ----------------------------------------------------------------------------

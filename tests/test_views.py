@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from channels.layers import channel_layers
-from django.test import Client, override_settings
+from django.test import Client
 
 from events.models import Event
-from tests.layer_probe import GroupListener
-from tests.servers import free_port
+from tests.layer_probe import GroupListener, layer_without_redis
 from tests.streams import channel
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -75,21 +71,6 @@ def csrf_client(staff) -> tuple[Client, str]:
     # The admin index has a logout form, so rendering it sets the csrftoken cookie.
     assert client.get("/admin/").status_code == 200
     return client, client.cookies["csrftoken"].value
-
-
-@contextmanager
-def layer_without_redis() -> Iterator[None]:
-    """The channel layer pointed at a port where no Redis listens, then restored."""
-    from django.conf import settings
-
-    old = settings.CHANNEL_LAYERS["default"]
-    dead = {**old, "CONFIG": {**old["CONFIG"], "hosts": [f"redis://127.0.0.1:{free_port()}/0"]}}
-    channel_layers.backends.clear()
-    try:
-        with override_settings(CHANNEL_LAYERS={"default": dead}):
-            yield
-    finally:
-        channel_layers.backends.clear()
 
 
 # Publishing with a bearer token
@@ -294,7 +275,7 @@ def test_inactive_staff_user_is_refused(django_user_model) -> None:
         ("[1, 2]", "must be a JSON object"),
         ('"data"', "must be a JSON object"),
         ("null", "must be a JSON object"),
-        ('{"event": "t"}', 'has no "data" field'),
+        ('{"event": "t"}', 'no "data" field (or "text" for text)'),
         ('{"data": 1, "extra": 2, "channel": "x"}', "unknown field(s): channel, extra"),
         ('{"event": "bad type", "data": 1}', "event type 'bad type' may only contain"),
         ('{"event": "", "data": 1}', "must be 1 to 64 characters"),
