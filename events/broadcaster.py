@@ -198,7 +198,9 @@ class Publisher:
             )
             return
         try:
-            await asyncio.wait_for(_send_reconnecting(layer, batch), BROADCAST_TIMEOUT_SECONDS)
+            # asyncio.timeout, not wait_for: no task of its own for every batch.
+            async with asyncio.timeout(BROADCAST_TIMEOUT_SECONDS):
+                await _send_reconnecting(layer, batch)
         except Exception as exc:
             metrics.broadcast_failed(len(batch))
             if isinstance(exc, LAYER_DOWN):

@@ -14,6 +14,7 @@ The functions here are synchronous (Django ORM); async callers wrap them.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -24,9 +25,11 @@ from django.utils import timezone
 from events.models import Channel, Event
 
 
-def _bump_sql(channels: int) -> str:
+@functools.lru_cache(maxsize=64)
+def _bump_sql(channels: int, vendor: str) -> str:
     """The upsert that adds a count to each of `channels` channel rows (parameters: name,
-    count, for each) and returns their (name, last_seq): the only place seqs come from."""
+    count, for each) and returns their (name, last_seq): the only place seqs come from.
+    Built once per size and database vendor (the cache key), not per event."""
     table = connection.ops.quote_name(Channel._meta.db_table)
     name = connection.ops.quote_name("name")
     last = connection.ops.quote_name("last_seq")
@@ -36,6 +39,13 @@ def _bump_sql(channels: int) -> str:
         f"ON CONFLICT ({name}) DO UPDATE SET {last} = {table}.{last} + excluded.{last} "
         f"RETURNING {name}, {last}"
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _append_sql(vendor: str) -> str:
+    """The one statement that stores an event on PostgreSQL: the upsert of its channel's
+    row and the insert, the row lock held until the statement's transaction ends."""
+    return f"WITH bumped AS ({_bump_sql(1, vendor)}) {_insert_sql('last_seq')} FROM bumped RETURNING id, seq"
 
 
 def _insert_sql(seq: str) -> str:
@@ -61,15 +71,12 @@ def append(channel: str, event_type: str, data: str, *, raw: bool = False) -> Ev
             # One statement, so one round trip (and its own transaction in autocommit):
             # the upsert's row lock is held until the statement's transaction ends,
             # which stores the event too.
-            cursor.execute(
-                f"WITH bumped AS ({_bump_sql(1)}) {_insert_sql('last_seq')} FROM bumped RETURNING id, seq",
-                [channel, 1, channel, event_type, data, raw, at],
-            )
+            cursor.execute(_append_sql(connection.vendor), [channel, 1, channel, event_type, data, raw, at])
             pk, seq = cursor.fetchone()
         else:
             # SQLite has no INSERT inside WITH: two statements in one transaction.
             with transaction.atomic():
-                cursor.execute(_bump_sql(1), [channel, 1])
+                cursor.execute(_bump_sql(1, connection.vendor), [channel, 1])
                 (_, seq) = cursor.fetchone()
                 cursor.execute(_insert_sql("%s") + " RETURNING id", [channel, seq, event_type, data, raw, at])
                 (pk,) = cursor.fetchone()
@@ -124,7 +131,8 @@ def _bump_many(counts: Mapping[str, int]) -> dict[str, int]:
         for start in range(0, len(names), _BUMP_CHUNK):
             chunk = names[start : start + _BUMP_CHUNK]
             cursor.execute(
-                _bump_sql(len(chunk)), [param for channel in chunk for param in (channel, counts[channel])]
+                _bump_sql(len(chunk), connection.vendor),
+                [param for channel in chunk for param in (channel, counts[channel])],
             )
             found.update(cursor.fetchall())
     return found
