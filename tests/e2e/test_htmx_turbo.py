@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -161,25 +162,39 @@ async def set_status(order: Order, status: str) -> None:
     await sync_to_async(order.save)()
 
 
-async def sent_last_event_ids(context, page, path: str):
-    """A function giving the Last-Event-ID header of each request to `path` so far, as
-    Chromium sent it, from the DevTools protocol (Playwright's own Request objects do
-    not show that header)."""
+class Sent(NamedTuple):
+    """One request the browser made: its Last-Event-ID header as Chromium sent it, and
+    whether it was refused (no server listened: it never left the browser, so no
+    headers were sent and none can be shown)."""
+
+    last_event_id: str | None
+    refused: bool
+
+
+async def sent_requests(context, page, path: str):
+    """A function giving each request to `path` so far, in the order they were made, from
+    the DevTools protocol (Playwright's own Request objects do not show Last-Event-ID)."""
     urls: dict[str, str] = {}  # in the order the requests were made
     headers: dict[str, dict[str, str]] = {}  # may be reported before or after the request
+    refused: set[str] = set()
     cdp = await context.new_cdp_session(page)
     cdp.on("Network.requestWillBeSent", lambda p: urls.setdefault(p["requestId"], p["request"]["url"]))
     cdp.on(
         "Network.requestWillBeSentExtraInfo",
         lambda p: headers.setdefault(p["requestId"], {k.lower(): v for k, v in p["headers"].items()}),
     )
+    # Only this failure: any other request, answered or cut, must show its headers.
+    cdp.on(
+        "Network.loadingFailed",
+        lambda p: refused.add(p["requestId"]) if p["errorText"] == "net::ERR_CONNECTION_REFUSED" else None,
+    )
     await cdp.send("Network.enable")
 
-    def ids() -> list[str | None]:
+    def sent() -> list[Sent]:
         mine = [key for key, url in urls.items() if url.split("?")[0].endswith(path)]
-        return [headers.get(key, {}).get("last-event-id") for key in mine]
+        return [Sent(headers.get(key, {}).get("last-event-id"), key in refused) for key in mine]
 
-    return ids
+    return sent
 
 
 async def test_htmx_swaps_fragments_and_resumes_after_a_restart(context, server_env, libs, fragments) -> None:
@@ -191,7 +206,7 @@ async def test_htmx_swaps_fragments_and_resumes_after_a_restart(context, server_
     try:
         with broadcasting(name, "e2e/order.html"):
             page = await context.new_page()
-            sent_ids = await sent_last_event_ids(context, page, f"/events/{name}/")
+            sent = await sent_requests(context, page, f"/events/{name}/")
             await page.goto(
                 await serve_page(
                     context, server.url, htmx_page(f"/events/{name}/?last_event_id={name}:0"), libs
@@ -228,7 +243,12 @@ async def test_htmx_swaps_fragments_and_resumes_after_a_restart(context, server_
     assert cy.pk
     # One EventSource throughout: its own reconnect carried the id of the last event.
     assert await page.evaluate("window.opened") == 2
-    assert sent_ids() == [None, f"{name}:3"]
+    requests = sent()
+    assert [r.last_event_id for r in requests if not r.refused] == [None, f"{name}:3"]
+    # Its retries may come before the new daphne listens (the retry the server sent at
+    # shutdown against how long the restart takes): those are refused, and only between
+    # the first request and the resume.
+    assert [r.refused for r in requests] == [False, *[True] * (len(requests) - 2), False]
 
 
 async def test_turbo_stream_source_appends_orders(context, daphne: Daphne, libs, fragments) -> None:
