@@ -1,4 +1,4 @@
-"""Who may read which channel (SPEC 4.5), and which user may publish where.
+"""Who may read which channel, and which user may publish where (README "Security model").
 
 EVENTS_CHANNEL_POLICY names a callable `(user, channel) -> bool`. The default:
 `user-<pk>` only for that logged-in user, `private-*` only for active staff, every other
@@ -92,7 +92,8 @@ async def denied_channels(scope: dict[str, Any], channels: Iterable[str]) -> lis
         user = SimpleLazyObject(lambda: _sync_get_user(scope))
         return [name for name in names if not policy(user, name)]
 
-    return await stream_db(check)()
+    denied: list[str] = await stream_db(check)()
+    return denied
 
 
 def _sync_get_user(scope: dict[str, Any]) -> Any:
