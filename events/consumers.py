@@ -147,7 +147,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             await self.send_headers(status=200, headers=[*STREAM_HEADERS, *cors.headers_for(request.origin)])
             await self.send_body(b"")
             return
-        self.phase, self.pending, self.pending_bytes = REPLAYING, [], 0
+        self._hold_live_frames()
         metrics.stream_opened()
         await self.send_headers(status=200, headers=[*STREAM_HEADERS, *cors.headers_for(request.origin)])
         self.transport = transport_for(self.scope)
@@ -196,6 +196,10 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
                 await self._emit(channel, seq, frame, body)
         if self.phase is REPLAYING:
             self.phase, self.pending = LIVE, NO_FRAMES
+
+    def _hold_live_frames(self) -> None:
+        """From now until the replay is done, deliver() keeps live frames in `pending`."""
+        self.phase, self.pending, self.pending_bytes = REPLAYING, [], 0
 
     def framed(self, body: bytes) -> bytes:
         return sse.id_line(format_position(self.positions, self.channels)) + body

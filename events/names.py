@@ -1,4 +1,5 @@
-"""Validation of channel names and event types (SPEC 4.1, 5). Pure functions."""
+"""Validation of channel names and event types (README "The stream", "Python interface"). Pure
+functions."""
 
 from __future__ import annotations
 
