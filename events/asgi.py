@@ -114,8 +114,8 @@ def with_streams(django_app: Any) -> Any:
 
     # ASGI 3 (one call with scope, receive, send), which servers would otherwise not
     # assume of a function that is not a coroutine function.
-    application._asgi_single_callable = True  # type: ignore[attr-defined]
-    application.app = router  # type: ignore[attr-defined]
+    setattr(application, "_asgi_single_callable", True)  # noqa: B010
+    setattr(application, "app", router)  # noqa: B010
     setattr(application, MARK, True)
     return application
 

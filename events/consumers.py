@@ -1,20 +1,22 @@
-"""The SSE stream: one AsyncHttpConsumer per open connection (README "The stream").
+"""The SSE stream: one consumer per open connection (README "The stream").
 
 The consumer orchestrates; each concern lives beside it:
 - events/stream_request.py: what the request asks for (a 400 otherwise);
 - events/admission.py: the per-client and per-process limits (429, 503);
 - events/access.py: subscribe token or read policy (403); events/access_watch.py ends
   the stream when that access ends;
-- events/resume.py: the start position, the resume plan and the paged replay;
+- events/resume.py: the start position, the resume plan, the paged replay and the
+  hand-over to live delivery;
 - events/transport.py: the connection below ASGI (slow-reader bound, direct writes);
-- events/rejection.py: the JSON answer to a refused request.
+- events/rejection.py: the JSON answer to a refused request;
+- events/http_consumer.py: the consumer loop, without a layer channel.
 
 Phases (ARCHITECTURE.md):
 
-    CHECKING   the request is checked, its start read from the store; nothing sent yet
-               (a refusal, or a HEAD, is answered and the consumer ends)
-    REPLAYING  the head is out and the hub is joined: live frames are held in `pending`
-               while stored events after the start (or the client's id) are written
+    CHECKING   the request is checked and its start read from the store; nothing is
+               sent yet (a refusal, or a HEAD, is answered and the consumer ends)
+    REPLAYING  the head is out and the hub joined: live frames are held while stored
+               events after the start (or the client's id) are written
     LIVE       the hub calls deliver()/heartbeat() directly
     CLOSED     ended by the server (close_stream), the client (disconnect) or shutdown
 
@@ -34,15 +36,16 @@ import random
 from typing import TYPE_CHECKING, Any
 
 from channels.exceptions import StopConsumer
-from channels.generic.http import AsyncHttpConsumer
 
 from events import access, admission, cors, metrics, rejection, resume, sse
 from events.access_watch import AccessWatch
 from events.conf import conf
+from events.http_consumer import PlainHttpConsumer
 from events.hub import get_hub
 from events.log import log_failure
 from events.positions import format_position
 from events.rejection import Rejection
+from events.resume import NOTHING_HELD, HeldFrames
 from events.stream_request import client_address, parse_stream_request
 from events.transport import ASGI_ONLY, Transport, transport_for
 
@@ -59,16 +62,8 @@ class Phase(enum.Enum):
     CLOSED = "closed"
 
 
+# Module names for the hot path: no class attribute lookup per frame.
 CHECKING, REPLAYING, LIVE, CLOSED = Phase.CHECKING, Phase.REPLAYING, Phase.LIVE, Phase.CLOSED
-Frame = tuple[str, int, bytes, bytes]
-# What a stream that is not replaying holds in `pending`: never appended to (a replaying
-# stream holds its frames in a list of its own).
-NO_FRAMES: list[Frame] = []
-# Live frames held for one stream while it replays from the store; a stream that falls
-# this far behind (in frames, or in bytes: PENDING_BYTES_FACTOR x EVENTS_MAX_QUEUED_BYTES)
-# is ended and resumes instead, keeping what it has already written.
-MAX_PENDING_FRAMES = 10_000
-PENDING_BYTES_FACTOR = 4
 # At shutdown, clients are told to come back after retry + up to this much, spread at
 # random, so that they do not all reconnect in the same instant.
 SHUTDOWN_RETRY_SPREAD_MS = 10_000
@@ -83,21 +78,16 @@ STREAM_HEADERS = [
 CHECK_FAILED = "the server could not check this request; try again"
 
 
-class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels has no type information
-    # Only on streams whose access can end while they are open (a token's expiry, a
-    # session's user): a class default otherwise, so that the others carry nothing.
+class EventStreamConsumer(PlainHttpConsumer):
+    # Set only on streams whose access may end while open: the others carry nothing.
     _watch: AccessWatch | None = None
-    # No per-connection layer channel: the process's hub listens for all streams
-    # (get_channel_layer(None) is None, so AsyncConsumer sets none up).
-    channel_layer_alias = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.phase = CHECKING
         self.channels: tuple[str, ...] = ()
         self.positions: dict[str, int] = {}
-        self.pending = NO_FRAMES
-        self.pending_bytes = 0
+        self.held = NOTHING_HELD
         self.last_write = 0.0
         self.transport: Transport = ASGI_ONLY
         self.ticket: admission.Ticket | None = None
@@ -117,7 +107,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
                 raise Rejection(413, "a stream request has no body")
             self.ticket = admission.Ticket(client_address(self.scope))
             self.ticket.begin_setup()
-            await self._start()
+            await self._start(self.ticket)
         except Rejection as refusal:
             await self._refuse(refusal)
         except Exception as exc:
@@ -129,27 +119,24 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             if self.ticket is not None:
                 self.ticket.end_setup()
         if self.phase is CHECKING or (self.phase is CLOSED and self.end_reason is None):
-            # Answered without a stream (a refusal, a HEAD): nothing to wait for.
-            self.phase = CLOSED
+            self.phase = CLOSED  # answered without a stream (a refusal, a HEAD)
             raise StopConsumer()
-        # A stream stays open: the consumer now waits for http.disconnect.
 
-    async def _start(self) -> None:
+    async def _start(self, ticket: admission.Ticket) -> None:
         request = parse_stream_request(self.scope)
         self.channels = request.channels
-        assert self.ticket is not None
-        self.ticket.admit()  # before any database work: a full process or client costs nothing more
+        ticket.admit()  # before any database work: a full process or client costs nothing more
         expires = await access.authorise_read(self.scope, self.channels, request.token)
         hub = get_hub()
         start = await resume.start_positions(hub.positions, self.channels)
+        headers = [*STREAM_HEADERS, *cors.headers_for(request.origin)]
         if request.head:
             self.phase = CLOSED
-            await self.send_headers(status=200, headers=[*STREAM_HEADERS, *cors.headers_for(request.origin)])
-            await self.send_body(b"")
+            await self.send_response(200, b"", headers=headers)
             return
         self._hold_live_frames()
         metrics.stream_opened()
-        await self.send_headers(status=200, headers=[*STREAM_HEADERS, *cors.headers_for(request.origin)])
+        await self.send_headers(status=200, headers=headers)
         self.transport = transport_for(self.scope)
         await self.write(sse.format_retry(conf.retry_ms) + sse.format_comment("ok"))
         self.transport.start_direct()
@@ -162,10 +149,10 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
                 self._hub = hub
                 await self._leave_hub()
                 return
-            await self._catch_up(live_from, request.resume or format_position(start, self.channels))
+            await resume.catch_up(self, live_from, request.resume or format_position(start, self.channels))
         except Exception as exc:
             log_failure(
-                logger, exc, "stream %s could not start; closing it so the client retries", self.channels
+                logger, exc, "stream %s could not start; closing it (the client retries)", self.channels
             )
             await self.close_stream(reason="error")
             return
@@ -173,49 +160,23 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
             # Armed only now that the stream is set up, so that expiry never races it.
             self._watch = AccessWatch.start(self, expires)
 
-    async def _catch_up(self, live_from: dict[str, int], resume_id: str) -> None:
-        """Replay what the client missed, then switch to live delivery.
+    def _hold_live_frames(self) -> None:  # until go_live()
+        self.phase, self.held = REPLAYING, HeldFrames.for_replay()
 
-        Everything after `live_from` reaches us through deliver() (held in `pending`
-        meanwhile); everything up to it comes from the store. Seqs at or below the
-        position already written are skipped, so the hand-over has no gap and no
-        duplicate.
-        """
-        self.positions = dict(live_from)
-        plan = await resume.plan_resume(self.channels, live_from, resume_id, resume.STORE)
-        if not await resume.replay_plan(self, plan, live_from, resume.STORE):
-            return
-        # Set the client's last id even if no event has come yet, so that a reconnect
-        # before the first event still resumes from here.
-        await self.write(sse.format_id(format_position(self.positions, self.channels)))
-        metrics.flush()  # the replay's figures, now rather than at the next heartbeat tick
-        while self.pending:
-            batch, self.pending = self.pending, []
-            self.pending_bytes = 0
+    async def go_live(self) -> None:
+        """The replay is written: the frames held meanwhile, then live delivery."""
+        while batch := self.held.take():
             for channel, seq, frame, body in batch:
                 await self._emit(channel, seq, frame, body)
         if self.phase is REPLAYING:
-            self.phase, self.pending = LIVE, NO_FRAMES
-
-    def _hold_live_frames(self) -> None:
-        """From now until the replay is done, deliver() keeps live frames in `pending`."""
-        self.phase, self.pending, self.pending_bytes = REPLAYING, [], 0
+            self.phase, self.held = LIVE, NOTHING_HELD
 
     def framed(self, body: bytes) -> bytes:
         return sse.id_line(format_position(self.positions, self.channels)) + body
 
-    # -- live (called by the hub) --------------------------------------------------
-
     async def deliver(self, channel: str, seq: int, frame: bytes, body: bytes) -> None:
         if self.phase is REPLAYING:
-            self.pending.append((channel, seq, frame, body))
-            # Frames are shared by every stream of the channel, but a stream that has
-            # fallen far behind must not pin an unbounded amount of them.
-            self.pending_bytes += len(frame)
-            if (
-                len(self.pending) > MAX_PENDING_FRAMES
-                or self.pending_bytes > PENDING_BYTES_FACTOR * conf.max_queued_bytes
-            ):
+            if self.held.hold((channel, seq, frame, body)):
                 logger.warning("stream %s fell behind while catching up; ending it", self.channels)
                 await self.close_stream(abort=True, reason="fell_behind")
             return
@@ -225,10 +186,8 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         if seq <= self.positions.get(channel, 0):
             return
         self.positions[channel] = seq
-        if len(self.channels) == 1:
-            await self.write(frame)  # the hub's encoding, shared by all such streams
-        else:
-            await self.write(self.framed(body))
+        # One channel: the hub's encoding, shared by all such streams.
+        await self.write(frame if len(self.channels) == 1 else self.framed(body))
 
     async def heartbeat(self) -> None:
         await self.write(sse.HEARTBEAT)
@@ -248,9 +207,7 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         # lookup per write costs more than the rest of the write).
         if queued and queued > conf.max_queued_bytes:
             logger.warning(
-                "stream %s has %d bytes queued for a client that does not read; ending it",
-                self.channels,
-                queued,
+                "stream %s: %d bytes queued for a client that does not read", self.channels, queued
             )
             await self.close_stream(abort=True, reason="slow_reader")
 
@@ -259,37 +216,31 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
         if self._watch is not None:
             self._watch.revoke(reason)
 
-    # -- end -----------------------------------------------------------------------
-
     async def close_stream(
         self, abort: bool = False, final: bytes = b"", reason: metrics.CloseReason = "error"
     ) -> None:
         """End the response from the server side; the client reconnects and resumes.
-
-        With `abort`, the connection is dropped at once together with what is queued
-        for it (a client that does not read would never take the rest anyway).
-        """
+        With `abort`, the connection is dropped at once with what is queued for it (a
+        client that does not read would never take the rest anyway)."""
         if self.phase is CLOSED:
             return
-        self._end(reason)
-        await self._leave_hub()
+        await self._close(reason)
         if abort and self.transport.abort():
             return
         await self.send({"type": "http.response.body", "body": final, "more_body": False})
 
     async def disconnect(self) -> None:
-        self._end("client_gone")
-        await self._leave_hub()
+        await self._close("client_gone")
 
-    def _end(self, reason: metrics.CloseReason) -> None:
+    async def _close(self, reason: metrics.CloseReason) -> None:
         if self.phase is REPLAYING or self.phase is LIVE:
             self.end_reason = reason
             metrics.stream_closed(reason)
-        self.phase, self.pending = CLOSED, NO_FRAMES
+        self.phase, self.held = CLOSED, NOTHING_HELD
+        await self._leave_hub()
 
     async def _leave_hub(self) -> None:
-        # The hub's bookkeeping happens before its first await: a stream cancelled
-        # meanwhile is never left in it.
+        # The hub's bookkeeping runs before its first await: even a cancelled stream leaves.
         hub, self._hub = self._hub, None
         if hub is not None:
             try:
@@ -300,28 +251,12 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
     async def _refuse(self, refusal: Rejection) -> None:
         self.phase = CLOSED
         metrics.stream_rejected(refusal.status)
-        origin = rejection.request_origin(self.scope.get("headers"))
-        headers = rejection.headers(origin, refusal.retry_after)
+        headers = rejection.headers(rejection.request_origin(self.scope.get("headers")), refusal.retry_after)
         await self.send_response(refusal.status, rejection.body(refusal.reason), headers=headers)
-
-    async def _serve(self, scope: Any, receive: Any, send: Any) -> None:
-        """AsyncConsumer.__call__ without a layer channel, and without its
-        await_many_dispatch: for a single message source that helper keeps a Task, an
-        asyncio.wait() waiter and its set alive for as long as the connection is open.
-        A plain loop dispatches the same messages in the same order, one at a time, with
-        less memory per open stream (ARCHITECTURE.md)."""
-        self.scope = scope
-        self.channel_layer = None
-        self.base_send = send
-        try:
-            while True:
-                await self.dispatch(await receive())
-        except StopConsumer:
-            pass
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
-            await self._serve(scope, receive, send)
+            await super().__call__(scope, receive, send)
         except asyncio.CancelledError:
             # daphne cancels every application at shutdown (SIGTERM). The connection is
             # still open here: end the stream with a jittered retry so that thousands
@@ -335,11 +270,9 @@ class EventStreamConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels 
                     logger.debug("could not end a stream at shutdown", exc_info=True)
             raise
         finally:
-            # Also when the server cancels us (daphne does at shutdown and for instances
-            # that outlive their connection): never leave a dead stream in the hub.
+            # Also when daphne cancels us (at shutdown, or outliving the connection).
             if self._watch is not None:
                 self._watch.stop()
             if self.ticket is not None:
                 self.ticket.release()
-            self._end("error")  # counted once: any reason given before stands
-            await self._leave_hub()
+            await self._close("error")  # counted once: any reason given before stands

@@ -4,6 +4,7 @@ functions."""
 from __future__ import annotations
 
 import re
+from typing import cast
 
 CHANNEL_MAX = 80
 EVENT_TYPE_MAX = 64
@@ -36,11 +37,11 @@ def validate_channel(name: object) -> str:
     error = channel_error(name)
     if error:
         raise ValueError(error)
-    return name  # type: ignore[return-value]
+    return cast(str, name)  # channel_error() accepts only strings
 
 
 def validate_event_type(name: object) -> str:
     error = event_type_error(name)
     if error:
         raise ValueError(error)
-    return name  # type: ignore[return-value]
+    return cast(str, name)  # event_type_error() accepts only strings

@@ -16,10 +16,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from importlib import import_module
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.contrib import auth
+from django.http import HttpRequest
 from django.http.cookie import parse_cookie
 from django.utils.functional import SimpleLazyObject
 from django.utils.module_loading import import_string
@@ -100,7 +101,8 @@ def _sync_get_user(scope: dict[str, Any]) -> Any:
     """The session's user (AnonymousUser if none), loaded in the calling thread: the
     streams' database threads (events/db.py), not the process's single sync thread.
     Django's get_user() reads only `request.session`."""
-    return auth.get_user(SimpleNamespace(session=with_session(scope)["session"]))  # type: ignore[arg-type]
+    request = SimpleNamespace(session=with_session(scope)["session"])
+    return auth.get_user(cast(HttpRequest, request))
 
 
 def with_session(scope: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from events import metrics, replay, sse, store
 from events.conf import conf
 from events.db import stream_db
-from events.positions import parse_position
+from events.positions import format_position, parse_position
 from events.transport import Transport
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,48 @@ REPLAY_RATE_WINDOW_SECONDS = 5.0
 # How often a replay waiting for its client looks at what is queued.
 REPLAY_POLL_SECONDS = 0.05
 
+# Live frames held for one stream while it replays from the store; a stream that falls
+# this far behind (in frames, or in bytes: PENDING_BYTES_FACTOR x EVENTS_MAX_QUEUED_BYTES)
+# is ended and resumes instead, keeping what it has already written.
+MAX_PENDING_FRAMES = 10_000
+PENDING_BYTES_FACTOR = 4
+
 Bounds = tuple[dict[str, int], dict[str, int | None]]
+# A live event as the hub hands it to a stream: channel, seq, frame, body.
+Frame = tuple[str, int, bytes, bytes]
+
+
+class HeldFrames:
+    """The live frames a stream receives while it replays, until it goes live."""
+
+    __slots__ = ("frames", "nbytes", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.frames: list[Frame] = []
+        self.nbytes = 0
+        self.limit = limit
+
+    @classmethod
+    def for_replay(cls) -> HeldFrames:
+        # The setting read once: hold() checks the bound for every frame held.
+        return cls(PENDING_BYTES_FACTOR * conf.max_queued_bytes)
+
+    def hold(self, frame: Frame) -> bool:
+        """Keep a frame; True when the stream has fallen too far behind. Frames are
+        shared by every stream of the channel, but a stream that has fallen far behind
+        must not pin an unbounded amount of them."""
+        self.frames.append(frame)
+        self.nbytes += len(frame[2])
+        return len(self.frames) > MAX_PENDING_FRAMES or self.nbytes > self.limit
+
+    def take(self) -> list[Frame]:
+        frames, self.frames, self.nbytes = self.frames, [], 0
+        return frames
+
+
+# What a stream that is not replaying holds: nothing (and never will: a replaying stream
+# holds its frames in a HeldFrames of its own).
+NOTHING_HELD = HeldFrames(0)
 
 
 class HistoryReader(Protocol):
@@ -136,11 +177,13 @@ async def plan_resume(
 
 
 class ReplayTarget(Protocol):
-    """What replay() needs of a stream (events/consumers.py)."""
+    """What the replay needs of a stream (events/consumers.py)."""
 
     channels: tuple[str, ...]
     positions: dict[str, int]
     transport: Transport
+
+    async def go_live(self) -> None: ...
 
     @property
     def closed(self) -> bool: ...
@@ -150,6 +193,24 @@ class ReplayTarget(Protocol):
     def framed(self, body: bytes) -> bytes: ...
 
     async def close_stream(self, *, abort: bool = False, reason: metrics.CloseReason = "error") -> None: ...
+
+
+async def catch_up(
+    stream: ReplayTarget, live_from: dict[str, int], resume_id: str, reader: HistoryReader = STORE
+) -> None:
+    """Replay what the client missed after `resume_id`, then hand the stream over to live
+    delivery. Everything after `live_from` reaches the stream from the hub (held
+    meanwhile); everything up to it comes from the store. Seqs at or below the position
+    already written are skipped, so the hand-over has no gap and no duplicate."""
+    stream.positions = dict(live_from)
+    plan = await plan_resume(stream.channels, live_from, resume_id, reader)
+    if not await replay_plan(stream, plan, live_from, reader):
+        return
+    # Set the client's last id even if no event has come yet, so that a reconnect
+    # before the first event still resumes from here.
+    await stream.write(sse.format_id(format_position(stream.positions, stream.channels)))
+    metrics.flush()  # the replay's figures, now rather than at the next heartbeat tick
+    await stream.go_live()
 
 
 def _ended(stream: ReplayTarget) -> bool:

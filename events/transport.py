@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from typing import IO, Any
+from typing import IO, Any, cast
 
 SERVER_SEND_KEY = "events.server_send"
 # How often drain() looks whether the kernel has taken what is queued.
@@ -158,5 +158,5 @@ def buffered_body(send: Any) -> IO[bytes] | None:
     request = _daphne_request(send)
     content = getattr(request, "content", None)
     if content is not None and hasattr(content, "seek") and not getattr(content, "closed", True):
-        return content  # type: ignore[no-any-return]
+        return cast("IO[bytes]", content)
     return None

@@ -39,7 +39,12 @@ def test_credentialed_origins_get_their_cors_headers(settings) -> None:
 
 def test_rejection_carries_status_reason_and_retry_after() -> None:
     refusal = Rejection(429, "slow down", retry_after=1)
-    assert (refusal.status, refusal.reason, refusal.retry_after, str(refusal)) == (429, "slow down", 1, "slow down")
+    assert (refusal.status, refusal.reason, refusal.retry_after, str(refusal)) == (
+        429,
+        "slow down",
+        1,
+        "slow down",
+    )
 
 
 def test_request_origin() -> None:

@@ -37,7 +37,9 @@ class FakeStore:
         first = {name: (self.stored[name][0] if self.stored.get(name) else None) for name in wanted}
         return last, first
 
-    async def page(self, channel: str, after: int, upto: int, max_bytes: int, rows: int) -> tuple[list[Any], int]:
+    async def page(
+        self, channel: str, after: int, upto: int, max_bytes: int, rows: int
+    ) -> tuple[list[Any], int]:
         self.pages.append((channel, after, upto))
         seqs = [seq for seq in self.stored[channel] if after < seq <= upto][:rows]
         if self.trim_after_page is not None and len(self.pages) == 2:
@@ -63,7 +65,9 @@ async def test_resume_at_the_hub_position_needs_no_query() -> None:
 
 
 async def test_each_channel_is_replayed_or_reset_with_its_reason() -> None:
-    store = FakeStore({"old": range(1, 11), "trimmed": range(6, 11), "ahead": range(1, 9), "bogus": range(1, 9)})
+    store = FakeStore(
+        {"old": range(1, 11), "trimmed": range(6, 11), "ahead": range(1, 9), "bogus": range(1, 9)}
+    )
     live_from = {"old": 10, "trimmed": 10, "ahead": 5, "bogus": 5, "uncovered": 0}
     channels = tuple(live_from)
     plan = await plan_resume(channels, live_from, "old:2,trimmed:2,ahead:8,bogus:9", store)
@@ -80,7 +84,9 @@ async def test_each_channel_is_replayed_or_reset_with_its_reason() -> None:
 async def test_history_reaching_exactly_the_next_event_is_replayed() -> None:
     store = FakeStore({"a": range(3, 11)})
     assert (await plan_resume(("a",), {"a": 10}, "a:2", store)).replays == [("a", 2)]
-    assert (await plan_resume(("a",), {"a": 10}, "a:1", store)).reset == {"a": "id is older than the retained history"}
+    assert (await plan_resume(("a",), {"a": 10}, "a:1", store)).reset == {
+        "a": "id is older than the retained history"
+    }
     assert (await plan_resume(("a",), {"a": 10}, "a:0", FakeStore({"a": range(0)}))).reset == {
         "a": "id is older than the retained history"
     }

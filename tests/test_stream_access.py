@@ -73,6 +73,9 @@ async def test_policy_refusal_is_403_naming_the_channel(settings) -> None:
 
 
 def test_unreadable_uses_the_configured_policy(settings) -> None:
-    assert access.unreadable(AnonymousUser(), ["public", "private-ops", "user-1"]) == ["private-ops", "user-1"]
+    assert access.unreadable(AnonymousUser(), ["public", "private-ops", "user-1"]) == [
+        "private-ops",
+        "user-1",
+    ]
     settings.EVENTS_CHANNEL_POLICY = "tests.test_stream_access.deny_b"
     assert access.unreadable(AnonymousUser(), ["a", "b"]) == ["b"]
