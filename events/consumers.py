@@ -76,6 +76,7 @@ STREAM_HEADERS = [
     (b"X-Accel-Buffering", b"no"),
 ]
 CHECK_FAILED = "the server could not check this request; try again"
+SLOW_READER = "stream %s has %d bytes queued for a client that does not read; ending it"
 
 
 class EventStreamConsumer(PlainHttpConsumer):
@@ -206,9 +207,7 @@ class EventStreamConsumer(PlainHttpConsumer):
         # Nothing queued is the usual case: skip reading the setting (a Django settings
         # lookup per write costs more than the rest of the write).
         if queued and queued > conf.max_queued_bytes:
-            logger.warning(
-                "stream %s: %d bytes queued for a client that does not read", self.channels, queued
-            )
+            logger.warning(SLOW_READER, self.channels, queued)
             await self.close_stream(abort=True, reason="slow_reader")
 
     def revoke(self, reason: str) -> None:
