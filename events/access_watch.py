@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from events import metrics, reauth, sse
 from events.conf import conf
+from events.log import log_failure
 from events.policy import denied_channels, depends_on_user
 
 logger = logging.getLogger(__name__)
@@ -105,9 +106,9 @@ class AccessWatch:
         """Ask the read policy again, with the session as it is now."""
         try:
             denied = await denied_channels(self.stream.scope, self.stream.channels)
-        except Exception:
+        except Exception as exc:
             # A database that is down does not end streams: try again next time.
-            logger.exception("checking stream %s again failed", self.stream.channels)
+            log_failure(logger, exc, "checking stream %s again failed", self.stream.channels)
             denied = []
         if self.stream.closed:
             return

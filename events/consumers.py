@@ -11,7 +11,7 @@ The consumer orchestrates; each concern lives beside it:
 - events/rejection.py: the JSON answer to a refused request;
 - events/http_consumer.py: the consumer loop, without a layer channel.
 
-Phases (ARCHITECTURE.md):
+Phases:
 
     CHECKING   the request is checked and its start read from the store; nothing is
                sent yet (a refusal, or a HEAD, is answered and the consumer ends)

@@ -83,18 +83,16 @@ async def denied_channels(scope: dict[str, Any], channels: Iterable[str]) -> lis
         # lookup, which matters when thousands of browsers connect at once.
         if not any(_needs_user_by_default(name) for name in names):
             return []
-        user = await stream_db(_sync_get_user)(scope)
+        user = await _get_user(scope)
         return [name for name in names if not default_policy(user, name)]
-
-    policy = load_policy()
-
-    def check() -> list[str]:
-        # The user is loaded on first use, inside this worker thread.
-        user = SimpleLazyObject(lambda: _sync_get_user(scope))
-        return [name for name in names if not policy(user, name)]
-
-    denied: list[str] = await stream_db(check)()
+    denied: list[str] = await _denied_by(load_policy(), scope, names)
     return denied
+
+
+def _sync_denied_by(policy: Policy, scope: dict[str, Any], names: list[str]) -> list[str]:
+    # The user is loaded on first use, inside the worker thread.
+    user = SimpleLazyObject(lambda: _sync_get_user(scope))
+    return [name for name in names if not policy(user, name)]
 
 
 def _sync_get_user(scope: dict[str, Any]) -> Any:
@@ -103,6 +101,11 @@ def _sync_get_user(scope: dict[str, Any]) -> Any:
     Django's get_user() reads only `request.session`."""
     request = SimpleNamespace(session=with_session(scope)["session"])
     return auth.get_user(cast(HttpRequest, request))
+
+
+# Bound once: each wrapper runs its function on the streams' database threads.
+_get_user = stream_db(_sync_get_user)
+_denied_by = stream_db(_sync_denied_by)
 
 
 def with_session(scope: dict[str, Any]) -> dict[str, Any]:
