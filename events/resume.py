@@ -4,9 +4,10 @@ A stream's client gives the last id it has (or none: the stream starts at the st
 position, read before the response head). plan_resume() decides per channel, from a
 HistoryReader (the store; tests fake it): replay from the id, or reset (the id is
 malformed, does not cover the channel, was never handed out, or is older than the
-retained history). replay() then writes the stored events up to the hub's position,
-a page at a time within the process's budget (events/replay.py), waiting for a client
-that reads slowly and ending one that reads too slowly.
+retained history). replay_plan() then writes the stored events up to the hub's
+position, a page at a time within the process's budget (events/replay.py), waiting for
+a client that reads slowly and ending one that reads too slowly; catch_up() does both,
+then hands the stream over to live delivery (the frames it held meanwhile first).
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ def _bounds(ahead: list[str], wanted: list[str]) -> Bounds:
 
 
 def _page(channel: str, after: int, upto: int, max_bytes: int, rows: int) -> tuple[list[Any], int]:
+    # Looked up at each call, so that a store function replaced in a test is seen.
     return store.page_within(channel, after, upto, max_bytes, rows)
 
 

@@ -239,6 +239,16 @@ def _unreadable(request: HttpRequest, channels: list[str]) -> list[str] | JsonRe
         return error(503, "the server could not check this request; try again")
 
 
+def _feed_access(request: HttpRequest) -> tuple[list[str], list[str]] | JsonResponse:
+    """The page's channels and those the read policy refuses to this user, or the 400 or
+    503 answer."""
+    channels = _feed_channels(request)
+    if isinstance(channels, JsonResponse):
+        return channels
+    denied = _unreadable(request, channels)
+    return denied if isinstance(denied, JsonResponse) else (channels, denied)
+
+
 def _known_types(channels: list[str], extra: list[str]) -> list[str]:
     from events.models import Event
 
@@ -252,12 +262,10 @@ def _known_types(channels: list[str], extra: list[str]) -> list[str]:
 
 def feed(request: HttpRequest) -> HttpResponse:
     """The live feed page: /feed/?channel=a&channel=b (events/static/events/feed.js)."""
-    channels = _feed_channels(request)
-    if isinstance(channels, JsonResponse):
-        return channels
-    denied = _unreadable(request, channels)
-    if isinstance(denied, JsonResponse):
-        return denied
+    checked = _feed_access(request)
+    if isinstance(checked, JsonResponse):
+        return checked
+    channels, denied = checked
     context: dict[str, Any] = {
         "channels": channels,
         "denied": denied,
@@ -301,12 +309,10 @@ def feed_types(request: HttpRequest) -> HttpResponse:
     EventSource hands named events only to listeners registered per name; the feed
     asks here when a seq gap shows it skipped events of a type it did not know.
     """
-    channels = _feed_channels(request)
-    if isinstance(channels, JsonResponse):
-        return channels
-    denied = _unreadable(request, channels)
-    if isinstance(denied, JsonResponse):
-        return denied
+    checked = _feed_access(request)
+    if isinstance(checked, JsonResponse):
+        return checked
+    channels, denied = checked
     if denied:
         return error(403, access.not_readable(denied[0]))
     return JsonResponse({"types": _known_types(channels, [])})
