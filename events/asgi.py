@@ -18,33 +18,19 @@ may stand at the top of asgi.py, before get_asgi_application() sets Django up.
 
 from __future__ import annotations
 
-import functools
-import json
 from typing import Any
 
-STREAM_METHODS = frozenset({"GET", "HEAD"})
+from events.transport import SERVER_SEND_KEY, buffered_body
+
 PUBLISH_METHODS = frozenset({"POST", "OPTIONS"})
 STREAM_PREFIX = "/events/"
-# The multi-channel stream without its slash: Django would answer it with a redirect
-# that carries no CORS headers, which a cross-origin EventSource cannot follow.
+# The multi-channel stream without its slash (a stream too: events/bodies.py
+# stream_request): Django would answer it with a redirect that carries no CORS
+# headers, which a cross-origin EventSource cannot follow.
 STREAM_ROOT = "/events"
 # Set on the application with_streams() returns: `manage.py check` looks for it
 # (events/checks.py) to tell a project that serves streams from one that does not.
 MARK = "events_streams"
-
-
-def _buffered_body(send: Any) -> Any:
-    """daphne's copy of the request body (a file), or None under other servers.
-
-    daphne starts the application only once Twisted has received the whole body: into
-    memory up to 100 KB, into a temporary file beyond. Right after calling the
-    application it copies that body into the application's queue in 8 KB chunks, all at
-    once: a 300 MB body became 300 MB of process memory, kept by the allocator."""
-    if isinstance(send, functools.partial) and send.args:
-        content = getattr(send.args[0], "content", None)
-        if content is not None and hasattr(content, "seek") and not getattr(content, "closed", True):
-            return content
-    return None
 
 
 def body_refusal(scope: dict[str, Any], send: Any) -> str | None:
@@ -55,7 +41,7 @@ def body_refusal(scope: dict[str, Any], send: Any) -> str | None:
     headers = scope.get("headers") or []
     length, chunked = bodies.declared_length(headers)
     content_type = dict(headers).get(b"content-type", b"").decode("latin-1").lower()
-    buffered = _buffered_body(send)
+    buffered = buffered_body(send)
     # Under daphne the body is all there: its real size counts, whatever was declared.
     size = buffered.seek(0, 2) if buffered is not None else length
     reason = bodies.refusal(
@@ -67,17 +53,11 @@ def body_refusal(scope: dict[str, Any], send: Any) -> str | None:
 
 
 async def _refuse(scope: dict[str, Any], send: Any, reason: str) -> None:
-    from events import cors
-    from events.conf import conf
+    from events import rejection
 
-    origin = dict(scope.get("headers") or []).get(b"origin")
-    headers = [
-        (b"Content-Type", b"application/json"),
-        (b"X-Content-Type-Options", b"nosniff"),
-        *cors.response_headers(origin.decode("latin-1") if origin else None, conf.allowed_origins),
-    ]
+    headers = rejection.headers(rejection.request_origin(scope.get("headers")))
     await send({"type": "http.response.start", "status": 413, "headers": headers})
-    await send({"type": "http.response.body", "body": json.dumps({"error": reason}).encode()})
+    await send({"type": "http.response.body", "body": rejection.body(reason)})
 
 
 def with_streams(django_app: Any) -> Any:
@@ -85,7 +65,7 @@ def with_streams(django_app: Any) -> Any:
     from channels.routing import ProtocolTypeRouter
     from django.conf import settings
 
-    from events.backpressure import SERVER_SEND_KEY
+    from events.bodies import stream_request
     from events.consumers import EventStreamConsumer
     from events.publish_asgi import PublishHandler
 
@@ -104,7 +84,7 @@ def with_streams(django_app: Any) -> Any:
 
     async def http(scope: dict[str, Any], receive: Any, send: Any) -> None:
         path: str = scope.get("path", "")
-        if scope.get("method") in STREAM_METHODS and (path.startswith(STREAM_PREFIX) or path == STREAM_ROOT):
+        if stream_request(scope.get("method", ""), path, STREAM_PREFIX):
             # Whatever follows the prefix, less one trailing slash, is the channel; the
             # consumer validates it (a bad name is a 400, never a routing 500 or 405).
             channel = path[len(STREAM_PREFIX) :].removesuffix("/") if path != STREAM_ROOT else ""
@@ -124,7 +104,7 @@ def with_streams(django_app: Any) -> Any:
 
     def application(scope: dict[str, Any], receive: Any, send: Any) -> Any:
         # A plain function returning the coroutine, not a coroutine function: daphne
-        # calls it before copying the body into the queue (see _buffered_body), so the
+        # calls it before copying the body into the queue (events/transport.py buffered_body), so the
         # check runs in time to skip that copy.
         if scope.get("type") == "http":
             reason = body_refusal(scope, send)
@@ -134,8 +114,8 @@ def with_streams(django_app: Any) -> Any:
 
     # ASGI 3 (one call with scope, receive, send), which servers would otherwise not
     # assume of a function that is not a coroutine function.
-    application._asgi_single_callable = True  # type: ignore[attr-defined]
-    application.app = router  # type: ignore[attr-defined]
+    setattr(application, "_asgi_single_callable", True)  # noqa: B010
+    setattr(application, "app", router)  # noqa: B010
     setattr(application, MARK, True)
     return application
 

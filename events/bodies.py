@@ -15,7 +15,10 @@ PAYLOAD_FACTOR = 2
 
 
 def stream_request(method: str, path: str, prefix: str) -> bool:
-    return method in ("GET", "HEAD") and path.startswith(prefix)
+    """Whether a request is a stream: GET or HEAD under `prefix`, or on `prefix` without
+    its slash (the multi-channel stream). The ASGI wrapper routes by this too
+    (events/asgi.py), so a body is refused on every path a stream answers."""
+    return method in ("GET", "HEAD") and (path.startswith(prefix) or path == prefix.removesuffix("/"))
 
 
 def body_limit(method: str, path: str, content_type: str, prefix: str) -> int | None:

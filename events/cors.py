@@ -1,4 +1,4 @@
-"""CORS for the stream and the publish endpoint (SPEC 4.5). Pure functions.
+"""CORS for the stream and the publish endpoint (README: "Security model").
 
 Only the request's Origin header is considered (never Referer). An origin listed in
 EVENTS_ALLOWED_ORIGINS is echoed exactly, without credentials: it may read streams with
@@ -6,11 +6,16 @@ a subscribe token and publish with the bearer token. One listed in
 EVENTS_CREDENTIALED_ORIGINS is echoed with credentials allowed too: its pages may send
 this site's cookies, so they act with the user's session. Any other origin gets no CORS
 headers at all, so the browser withholds the response.
+
+headers_for() and preflight_for() apply the EVENTS_* settings; every response of the
+product (stream, refusal, view) takes its CORS headers from them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+from events.conf import conf
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -41,3 +46,12 @@ def preflight_headers(
             (b"Access-Control-Max-Age", b"600"),
         ]
     return headers
+
+
+def headers_for(origin: str | None) -> Headers:
+    """response_headers() with the configured origins, the credentialed ones included."""
+    return response_headers(origin, conf.allowed_origins, conf.credentialed_origins)
+
+
+def preflight_for(origin: str | None, methods: str) -> Headers:
+    return preflight_headers(origin, conf.allowed_origins, methods, conf.credentialed_origins)

@@ -8,11 +8,10 @@ room for everything else a process needs a descriptor for.
 from __future__ import annotations
 
 import logging
+import sys
 
-try:
+if sys.platform != "win32":  # elsewhere, no descriptor limit to read
     import resource
-except ImportError:  # not a Unix: no descriptor limit to read
-    resource = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +23,7 @@ RESERVED_FRACTION = 10  # one tenth of the limit, when that is more
 
 def nofile_limits() -> tuple[int, int] | None:
     """(soft, hard) RLIMIT_NOFILE, or None where there is none to read."""
-    if resource is None:
+    if sys.platform == "win32":
         return None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     return soft, hard
@@ -34,7 +33,7 @@ def raise_soft_limit() -> None:
     """Raise the soft descriptor limit to the hard one, where the system allows: the
     usual soft 1,024 would otherwise cap a process far below what it can serve."""
     limits = nofile_limits()
-    if limits is None:
+    if limits is None or sys.platform == "win32":
         return
     soft, hard = limits
     if hard == resource.RLIM_INFINITY or (soft != resource.RLIM_INFINITY and soft >= hard):
@@ -47,7 +46,7 @@ def raise_soft_limit() -> None:
 
 def stream_capacity(soft: int) -> int | None:
     """Streams a process with this soft descriptor limit may hold; None: no limit."""
-    if resource is not None and soft == resource.RLIM_INFINITY:
+    if sys.platform != "win32" and soft == resource.RLIM_INFINITY:
         return None
     return max(1, soft - max(RESERVED_MIN, soft // RESERVED_FRACTION))
 

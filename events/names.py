@@ -1,8 +1,10 @@
-"""Validation of channel names and event types (SPEC 4.1, 5). Pure functions."""
+"""Validation of channel names and event types (README "The stream", "Python interface"). Pure
+functions."""
 
 from __future__ import annotations
 
 import re
+from typing import cast
 
 CHANNEL_MAX = 80
 EVENT_TYPE_MAX = 64
@@ -35,11 +37,11 @@ def validate_channel(name: object) -> str:
     error = channel_error(name)
     if error:
         raise ValueError(error)
-    return name  # type: ignore[return-value]
+    return cast(str, name)  # channel_error() accepts only strings
 
 
 def validate_event_type(name: object) -> str:
     error = event_type_error(name)
     if error:
         raise ValueError(error)
-    return name  # type: ignore[return-value]
+    return cast(str, name)  # event_type_error() accepts only strings

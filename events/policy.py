@@ -1,4 +1,4 @@
-"""Who may read which channel (SPEC 4.5), and which user may publish where.
+"""Who may read which channel, and which user may publish where (README "Security model").
 
 EVENTS_CHANNEL_POLICY names a callable `(user, channel) -> bool`. The default:
 `user-<pk>` only for that logged-in user, `private-*` only for active staff, every other
@@ -17,10 +17,11 @@ import functools
 from collections.abc import Callable, Iterable
 from importlib import import_module
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.contrib import auth
+from django.http import HttpRequest
 from django.http.cookie import parse_cookie
 from django.utils.functional import SimpleLazyObject
 from django.utils.module_loading import import_string
@@ -99,24 +100,29 @@ async def denied_channels(scope: dict[str, Any], channels: Iterable[str]) -> lis
         # lookup, which matters when thousands of browsers connect at once.
         if not any(_needs_user_by_default(name) for name in names):
             return []
-        user = await stream_db(_sync_get_user)(scope)
+        user = await _get_user(scope)
         return [name for name in names if not default_policy(user, name)]
+    denied: list[str] = await _denied_by(load_policy(), scope, names)
+    return denied
 
-    policy = load_policy()
 
-    def check() -> list[str]:
-        # The user is loaded on first use, inside this worker thread.
-        user = SimpleLazyObject(lambda: _sync_get_user(scope))
-        return [name for name in names if not policy(user, name)]
-
-    return await stream_db(check)()
+def _sync_denied_by(policy: Policy, scope: dict[str, Any], names: list[str]) -> list[str]:
+    # The user is loaded on first use, inside the worker thread.
+    user = SimpleLazyObject(lambda: _sync_get_user(scope))
+    return [name for name in names if not policy(user, name)]
 
 
 def _sync_get_user(scope: dict[str, Any]) -> Any:
     """The session's user (AnonymousUser if none), loaded in the calling thread: the
     streams' database threads (events/db.py), not the process's single sync thread.
     Django's get_user() reads only `request.session`."""
-    return auth.get_user(SimpleNamespace(session=with_session(scope)["session"]))  # type: ignore[arg-type]
+    request = SimpleNamespace(session=with_session(scope)["session"])
+    return auth.get_user(cast(HttpRequest, request))
+
+
+# Bound once: each wrapper runs its function on the streams' database threads.
+_get_user = stream_db(_sync_get_user)
+_denied_by = stream_db(_sync_denied_by)
 
 
 def with_session(scope: dict[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,9 @@
-"""Streams a session authorised are authorised again (SPEC 4.5 reads at connect only).
+"""Streams a session authorised are authorised again (a read policy is
+asked at connect only; README "Security model").
 
 A stream is checked once, when it opens; a session can end or lose its rights while the
 stream stays open for hours. So a stream whose channels depend on the session's user
-is checked again at most EVENTS_REAUTH_SECONDS apart (consumers.py arms the timer), and
+is checked again at most EVENTS_REAUTH_SECONDS apart (events/access_watch.py arms the timer), and
 at once when its session logs out: the `user_logged_out` receiver below tells every
 process through the channel layer, and each hub hands the message to `logged_out`.
 Such a stream ends with an `access-revoked` event saying why. Token streams keep their

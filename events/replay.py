@@ -38,7 +38,11 @@ class ReplayBudget:
         # Alone, a replay always gets its page, even one larger than the whole budget.
         return self.used == 0 or self.used + nbytes <= conf.replay_budget_bytes
 
-    async def acquire(self, nbytes: int) -> None:
+    async def acquire(self, nbytes: int, returning: int = 0) -> None:
+        """Take `nbytes`, waiting in turn while they do not fit; `returning`, what the
+        caller held until now, is given back first (a replay never waits holding any)."""
+        if returning:
+            self.release(returning)
         if not self._waiters and self._fits(nbytes):
             self.used += nbytes
             return
@@ -81,3 +85,28 @@ def get_budget() -> ReplayBudget:
     if budget is None:
         budget = _budgets[loop] = ReplayBudget()
     return budget
+
+
+class Share:
+    """What one replay holds of its process's budget: a page's bound while it reads the
+    page, then the bytes of the page still queued for its client."""
+
+    __slots__ = ("budget", "held")
+
+    def __init__(self, budget: ReplayBudget) -> None:
+        self.budget = budget
+        self.held = 0
+
+    async def for_page(self, bound: int) -> None:
+        """Wait for room for a page of at most `bound` bytes; what is still held is
+        given back first, so that two replays never wait on each other's bytes."""
+        returning, self.held = self.held, 0
+        await self.budget.acquire(bound, returning)
+        self.held = bound
+
+    def settle(self, kept: int) -> None:
+        """Hold at most `kept` bytes: what a page turned out to hold, or what is still
+        queued for the client (it has taken the rest)."""
+        if self.held > kept:
+            self.budget.release(self.held - kept)
+            self.held = kept

@@ -1,4 +1,4 @@
-"""Signed, expiring subscribe tokens (SPEC 4.5).
+"""Signed, expiring subscribe tokens (README "Reading from another origin: subscribe tokens").
 
 A token grants exactly the channels it names until it expires, to a client with no
 session: a page on another origin, a mobile app. It is made server-side, by code that

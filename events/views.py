@@ -1,9 +1,8 @@
-"""Django views: the HTTP publish endpoint (SPEC 4.4), the feed page and /healthz."""
+"""Django views: the HTTP publish endpoint, the feed page, /metrics and /healthz."""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 from typing import Any
@@ -16,11 +15,10 @@ from django.db.utils import Error as DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import render
-from django.utils.module_loading import import_string
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
-from events import cors, metrics, presence, redis_clients
+from events import access, cors, metrics, presence, redis_clients, rejection
 from events.conf import conf
 from events.hub import get_hub
 from events.log import describe
@@ -29,6 +27,7 @@ from events.policy import channel_publish_denied, staff_publish_denied
 from events.positions import format_position
 from events.publish import prepare_item, prepare_items, send_prepared
 from events.shell import python_command
+from events.stream_request import channel_list_error
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +40,8 @@ FEED_MAX_TYPES = 200
 
 
 def error(status: int, reason: str, **headers: str) -> JsonResponse:
-    response = JsonResponse({"error": reason}, status=status)
+    """A refusal: the JSON body every refusal of the product has (events/rejection.py)."""
+    response = JsonResponse(rejection.payload(reason), status=status)
     for name, value in headers.items():
         response[name.replace("_", "-")] = value
     return response
@@ -49,34 +49,28 @@ def error(status: int, reason: str, **headers: str) -> JsonResponse:
 
 def _with_cors(request: HttpRequest, response: HttpResponse, preflight: bool = False) -> HttpResponse:
     origin = request.headers.get("Origin")
-    if preflight:
-        headers = cors.preflight_headers(
-            origin, conf.allowed_origins, PUBLISH_METHODS, conf.credentialed_origins
-        )
-    else:
-        headers = cors.response_headers(origin, conf.allowed_origins, conf.credentialed_origins)
+    headers = cors.preflight_for(origin, PUBLISH_METHODS) if preflight else cors.headers_for(origin)
     for name, value in headers:
         response[name.decode()] = value.decode("latin-1")
     return response
 
 
 def _bearer_token(request: HttpRequest) -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
+    return access.bearer_token(request.headers.get("Authorization", ""))
+
+
+def _csrf_protected_view(request: HttpRequest) -> HttpResponse:
+    # What CsrfViewMiddleware is asked about: a view that is not csrf_exempt.
+    return HttpResponse()
 
 
 def _authorise(request: HttpRequest, channel: str) -> JsonResponse | None:
-    """None when the request may publish, else the 401/403 answer (SPEC 4.4)."""
+    """None when the request may publish, else the 401/403 answer (README "Publishing
+    over HTTP")."""
     token = _bearer_token(request)
     if token is not None:
-        expected = conf.publish_token
-        # compare_digest: the time taken does not tell how much of the token matched.
-        if expected and hmac.compare_digest(token.encode(), expected.encode()):
-            return None
-        return error(403, "invalid publish token")
+        valid = access.secret_matches(token, conf.publish_token)
+        return None if valid else error(403, "invalid publish token")
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return error(
@@ -88,7 +82,7 @@ def _authorise(request: HttpRequest, channel: str) -> JsonResponse | None:
     if denied is not None:
         return error(403, denied)
     # A session is ambient authority: demand the CSRF token, as Django does for forms.
-    reason = CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})
+    reason = CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, _csrf_protected_view, (), {})
     if reason is not None:
         return error(403, "CSRF verification failed: send the X-CSRFToken header")
     # As the admin asks: staff with the add permission, and the publish policy (for a
@@ -223,24 +217,28 @@ def _feed_channels(request: HttpRequest) -> list[str] | JsonResponse:
     except TooManyFieldsSent:
         return error(400, "too many query parameters")
     channels = list(dict.fromkeys(requested)) or ["public"]
-    for name in channels:
-        problem = channel_error(name)
-        if problem:
-            return error(400, problem)
-    if len(channels) > conf.max_channels_per_stream:
-        return error(400, f"at most {conf.max_channels_per_stream} channels per stream")
-    return channels
+    problem = channel_list_error(channels)  # the stream's own rules: it would answer the same
+    return error(400, problem) if problem else channels
 
 
 def _unreadable(request: HttpRequest, channels: list[str]) -> list[str] | JsonResponse:
     """The channels the read policy refuses to this user (the stream would answer 403),
     or the 503 answer when a (custom) policy raises, as the stream gives."""
     try:
-        policy = import_string(conf.channel_policy)
-        return [name for name in channels if not policy(request.user, name)]
+        return access.unreadable(request.user, channels)
     except Exception:
         logger.exception("the channel policy failed for %s", channels)
         return error(503, "the server could not check this request; try again")
+
+
+def _feed_access(request: HttpRequest) -> tuple[list[str], list[str]] | JsonResponse:
+    """The page's channels and those the read policy refuses to this user, or the 400 or
+    503 answer."""
+    channels = _feed_channels(request)
+    if isinstance(channels, JsonResponse):
+        return channels
+    denied = _unreadable(request, channels)
+    return denied if isinstance(denied, JsonResponse) else (channels, denied)
 
 
 def _known_types(channels: list[str], extra: list[str]) -> list[str]:
@@ -256,12 +254,10 @@ def _known_types(channels: list[str], extra: list[str]) -> list[str]:
 
 def feed(request: HttpRequest) -> HttpResponse:
     """The live feed page: /feed/?channel=a&channel=b (events/static/events/feed.js)."""
-    channels = _feed_channels(request)
-    if isinstance(channels, JsonResponse):
-        return channels
-    denied = _unreadable(request, channels)
-    if isinstance(denied, JsonResponse):
-        return denied
+    checked = _feed_access(request)
+    if isinstance(checked, JsonResponse):
+        return checked
+    channels, denied = checked
     context: dict[str, Any] = {
         "channels": channels,
         "denied": denied,
@@ -305,14 +301,12 @@ def feed_types(request: HttpRequest) -> HttpResponse:
     EventSource hands named events only to listeners registered per name; the feed
     asks here when a seq gap shows it skipped events of a type it did not know.
     """
-    channels = _feed_channels(request)
-    if isinstance(channels, JsonResponse):
-        return channels
-    denied = _unreadable(request, channels)
-    if isinstance(denied, JsonResponse):
-        return denied
+    checked = _feed_access(request)
+    if isinstance(checked, JsonResponse):
+        return checked
+    channels, denied = checked
     if denied:
-        return error(403, f"not allowed to read channel {denied[0]!r}")
+        return error(403, access.not_readable(denied[0]))
     return JsonResponse({"types": _known_types(channels, [])})
 
 
@@ -337,11 +331,8 @@ def _may_read_metrics(request: HttpRequest) -> JsonResponse | None:
     """None when the request may read /metrics, else the 403 answer."""
     token = _bearer_token(request)
     if token is not None:
-        expected = conf.metrics_token
-        # compare_digest: the time taken does not tell how much of the token matched.
-        if expected and hmac.compare_digest(token.encode(), expected.encode()):
-            return None
-        return error(403, "invalid metrics token")
+        valid = access.secret_matches(token, conf.metrics_token)
+        return None if valid else error(403, "invalid metrics token")
     user = request.user
     if not (user.is_authenticated and user.is_active and user.is_staff):
         return error(403, "staff session or 'Authorization: Bearer <EVENTS_METRICS_TOKEN>' required")

@@ -23,6 +23,16 @@ def test_a_stream_takes_no_body() -> None:
     assert bodies.refusal("GET", "/events/a/", "", None, False, PREFIX) is None
 
 
+def test_streams_are_the_paths_the_asgi_wrapper_routes_to_them() -> None:
+    # /events without its slash is the multi-channel stream (events/asgi.py): it takes
+    # no body either, rather than Django's limit.
+    assert bodies.stream_request("GET", "/events", PREFIX)
+    assert bodies.stream_request("HEAD", "/events/a/", PREFIX)
+    assert not bodies.stream_request("GET", "/eventsx", PREFIX)
+    assert not bodies.stream_request("POST", "/events", PREFIX)
+    assert bodies.refusal("GET", "/events", "", 1, False, PREFIX) == "a stream request has no body"
+
+
 def test_a_publish_body_is_limited_by_the_payload_limit(settings) -> None:
     settings.EVENTS_MAX_PAYLOAD_BYTES = 1000
     limit = 2 * 1000 + bodies.ENVELOPE_BYTES
@@ -56,6 +66,7 @@ def test_declared_length() -> None:
     [
         ("POST", "/events/orders/", "the body is 300000000 bytes; at most 132096 are accepted here"),
         ("GET", "/events/orders/", "a stream request has no body"),
+        ("GET", "/events", "a stream request has no body"),
     ],
 )
 async def test_routing_answers_413_json_by_declared_length(method, path, reason) -> None:

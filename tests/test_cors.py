@@ -1,4 +1,4 @@
-"""Tests for events/cors.py (SPEC 4.5): only listed origins get CORS headers."""
+"""Tests for events/cors.py: only listed origins get CORS headers."""
 
 from __future__ import annotations
 

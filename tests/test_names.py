@@ -1,4 +1,4 @@
-"""Tests for events/names.py: channel names (SPEC 4.1) and event types (SPEC 5)."""
+"""Tests for events/names.py: channel names and event types (README "The stream", "Python interface")."""
 
 from __future__ import annotations
 

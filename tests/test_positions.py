@@ -1,4 +1,4 @@
-"""Tests for events/positions.py: the SSE id a client sends back to resume (SPEC 4.3)."""
+"""Tests for events/positions.py: the SSE id a client sends back to resume (README "Resume")."""
 
 from __future__ import annotations
 

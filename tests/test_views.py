@@ -1,4 +1,4 @@
-"""The Django views: POST /events/<channel>/ (SPEC 4.4, 4.5), /feed/ and /healthz."""
+"""The Django views: POST /events/<channel>/ (README "Publishing over HTTP"), /feed/ and /healthz."""
 
 from __future__ import annotations
 

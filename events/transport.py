@@ -1,0 +1,162 @@
+"""Everything this product reads or does inside daphne and Twisted, past the ASGI
+interface. Re-read this file on every daphne or Twisted upgrade: it relies on their
+private attributes, checked by tests/test_transport.py and the e2e tests under daphne.
+
+Under daphne the ASGI `send` never waits: http.response.body goes straight into
+Twisted's transport buffer, which grows without bound while a client does not read.
+That buffer is where a slow client's data queues, so that is what a stream measures
+(queued()) and bounds (EVENTS_MAX_QUEUED_BYTES, events/consumers.py). The `send` daphne
+hands the application is `functools.partial(server.handle_reply, request)`; the ASGI
+wrapper (events/asgi.py) keeps it in the scope under SERVER_SEND_KEY.
+
+Under any other ASGI server, transport_for() answers an AsgiTransport: every chunk goes
+through the ASGI send, nothing is measured, no bound applies here, and nothing is
+aborted (the response is ended instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import IO, Any, cast
+
+SERVER_SEND_KEY = "events.server_send"
+# How often drain() looks whether the kernel has taken what is queued.
+DRAIN_POLL_SECONDS = 0.01
+
+
+class AsgiTransport:
+    """The fallback: plain ASGI, unbounded, and nothing to reach below it."""
+
+    __slots__ = ()
+    bounded = False
+
+    def start_direct(self) -> None:
+        pass
+
+    def write(self, data: bytes) -> bool:
+        """Write a body chunk below the ASGI send: False, the caller sends it."""
+        return False
+
+    def queued(self) -> int:
+        return 0
+
+    def abort(self) -> bool:
+        """Drop the connection with what is queued: False, the caller ends the response."""
+        return False
+
+    async def drain(self, timeout: float) -> None:
+        pass
+
+
+class TwistedTransport:
+    """A daphne connection: Twisted's TCP transport, and for a plain-TCP chunked
+    response once its first bytes are out, daphne's request to write chunks straight to
+    the socket (write())."""
+
+    __slots__ = ("tcp", "_server_send", "_request")
+    bounded = True
+
+    def __init__(self, tcp: Any, server_send: Any) -> None:
+        self.tcp = tcp
+        self._server_send = server_send
+        self._request: Any = None
+
+    def start_direct(self) -> None:
+        """Call once the response's first body bytes are out: from then on a chunk may
+        go straight to the socket (not under TLS, nor for a response not chunked)."""
+        if getattr(self.tcp, "socket", None) is None or getattr(self.tcp, "TLS", True):
+            return
+        request = self._server_send.args[0]
+        self._request = request if getattr(request, "chunked", False) else None
+
+    def write(self, data: bytes) -> bool:
+        """The hot path of fan-out under daphne: one body chunk, straight to the socket.
+
+        Through the ASGI send, each chunk passes daphne's reply checks and Twisted's
+        Request.write, and Twisted then registers the socket with the event loop for
+        writing and unregisters it once flushed, a loop iteration later: two epoll_ctl
+        calls and a dozen Python frames per stream per event (README "Benchmark",
+        "Fan-out"). When nothing is queued in Twisted for this connection, the same chunk
+        (HTTP/1.1 chunked framing, as Twisted's toChunk writes it) is sent to the socket
+        at once; whatever the kernel does not take goes to Twisted's buffer, so order is
+        kept and queued() still sees it. Anything unusual (a response finished, a
+        connection closing or closed, bytes already queued) answers False, and the
+        chunk takes the ordinary ASGI path.
+        """
+        request, tcp = self._request, self.tcp
+        if (
+            request is None
+            or request.finished
+            or request._disconnected
+            or not tcp.connected
+            or tcp.disconnecting
+            or tcp._tempDataLen
+            or len(tcp.dataBuffer) > tcp.offset
+        ):
+            return False
+        chunk = b"%x\r\n%b\r\n" % (len(data), data)
+        try:
+            sent = tcp.socket.send(chunk)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            return False  # the connection is failing: let Twisted find out and report it
+        request.sentLength += len(data)
+        if sent < len(chunk):
+            tcp.write(chunk[sent:])
+        return True
+
+    def queued(self) -> int:
+        """Bytes written to the connection and not yet taken by the kernel."""
+        tcp = self.tcp
+        try:
+            return int(len(tcp.dataBuffer) - tcp.offset + tcp._tempDataLen)
+        except (AttributeError, TypeError):
+            return 0
+
+    def abort(self) -> bool:
+        self.tcp.abortConnection()
+        return True
+
+    async def drain(self, timeout: float) -> None:
+        """Wait until Twisted has handed everything written to the kernel, at most
+        `timeout` seconds (daphne drops connections right after shutdown)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.queued() > 0 and loop.time() < deadline:
+            await asyncio.sleep(DRAIN_POLL_SECONDS)
+
+
+Transport = AsgiTransport | TwistedTransport
+ASGI_ONLY = AsgiTransport()
+
+
+def _daphne_request(server_send: Any) -> Any:
+    if not isinstance(server_send, functools.partial) or not server_send.args:
+        return None
+    return server_send.args[0]
+
+
+def transport_for(scope: dict[str, Any]) -> Transport:
+    """The connection of a stream's request, as far as this server lets us reach it."""
+    server_send = scope.get(SERVER_SEND_KEY)
+    request = _daphne_request(server_send)
+    tcp = getattr(getattr(request, "channel", None), "transport", None)
+    if tcp is None or not hasattr(tcp, "dataBuffer"):
+        return ASGI_ONLY
+    return TwistedTransport(tcp, server_send)
+
+
+def buffered_body(send: Any) -> IO[bytes] | None:
+    """daphne's copy of the request body (a file), or None under other servers.
+
+    daphne starts the application only once Twisted has received the whole body: into
+    memory up to a threshold, into a temporary file beyond. Right after calling the
+    application it copies that body into the application's queue in small chunks, all
+    at once, so a large body became as much process memory, kept by the allocator."""
+    request = _daphne_request(send)
+    content = getattr(request, "content", None)
+    if content is not None and hasattr(content, "seek") and not getattr(content, "closed", True):
+        return cast("IO[bytes]", content)
+    return None

@@ -1,0 +1,133 @@
+"""events/transport.py: the fallback for ASGI servers other than daphne, and the daphne
+adapter against stand-ins with the Twisted attributes it reads (the e2e tests run it
+under a real daphne)."""
+
+from __future__ import annotations
+
+import functools
+import io
+from types import SimpleNamespace
+
+from events.transport import ASGI_ONLY, SERVER_SEND_KEY, TwistedTransport, buffered_body, transport_for
+
+
+class Socket:
+    def __init__(self, takes: int | None = None, error: type[OSError] | None = None) -> None:
+        self.takes, self.error, self.sent = takes, error, b""
+
+    def send(self, data: bytes) -> int:
+        if self.error is not None:
+            raise self.error()
+        taken = data if self.takes is None else data[: self.takes]
+        self.sent += taken
+        return len(taken)
+
+
+class TCP:
+    """What TwistedTransport reads of twisted.internet.tcp.Connection."""
+
+    def __init__(self, socket: Socket | None = None, tls: bool = False) -> None:
+        self.socket = socket or Socket()
+        self.TLS = tls
+        self.connected, self.disconnecting = True, False
+        self.dataBuffer, self.offset, self._tempDataLen = b"", 0, 0
+        self.written: list[bytes] = []
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+        self._tempDataLen += len(data)
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+
+
+def daphne_send(tcp: TCP, chunked: bool = True, content=None):
+    request = SimpleNamespace(
+        channel=SimpleNamespace(transport=tcp),
+        chunked=chunked,
+        finished=False,
+        _disconnected=False,
+        sentLength=0,
+        content=content,
+    )
+
+    def handle_reply(request, message):  # daphne's server.handle_reply, partially applied
+        raise AssertionError("not called here")
+
+    return functools.partial(handle_reply, request), request
+
+
+async def test_other_servers_get_plain_asgi_with_no_bound() -> None:
+    for scope in ({}, {SERVER_SEND_KEY: lambda message: None}):
+        transport = transport_for(scope)
+        assert transport is ASGI_ONLY
+        transport.start_direct()
+        assert transport.write(b"x") is False  # the caller sends it through ASGI
+        assert (transport.queued(), transport.bounded, transport.abort()) == (0, False, False)
+        await transport.drain(1)
+
+
+def test_daphne_chunks_go_straight_to_the_socket_once_started() -> None:
+    tcp = TCP()
+    send, request = daphne_send(tcp)
+    transport = transport_for({SERVER_SEND_KEY: send})
+    assert isinstance(transport, TwistedTransport) and transport.bounded
+    assert transport.write(b"hello") is False  # not before the first bytes are out
+    transport.start_direct()
+    assert transport.write(b"hello") is True
+    assert tcp.socket.sent == b"5\r\nhello\r\n"
+    assert request.sentLength == 5
+    assert transport.queued() == 0
+
+
+def test_what_the_kernel_does_not_take_is_queued_in_order() -> None:
+    tcp = TCP(Socket(takes=4))
+    send, _ = daphne_send(tcp)
+    transport = TwistedTransport(tcp, send)
+    transport.start_direct()
+    assert transport.write(b"hello") is True
+    assert tcp.written == [b"ello\r\n"]
+    assert transport.queued() == 6
+    # Bytes queued: the next chunk goes behind them, through the ordinary path.
+    assert transport.write(b"more") is False
+
+
+def test_direct_writes_are_off_for_tls_unchunked_and_closing_connections() -> None:
+    for tcp, chunked in ((TCP(tls=True), True), (TCP(), False)):
+        transport = TwistedTransport(tcp, daphne_send(tcp, chunked)[0])
+        transport.start_direct()
+        assert transport.write(b"x") is False
+    tcp = TCP()
+    transport = TwistedTransport(tcp, daphne_send(tcp)[0])
+    transport.start_direct()
+    tcp.disconnecting = True
+    assert transport.write(b"x") is False
+    failing = TCP(Socket(error=ConnectionResetError))
+    transport = TwistedTransport(failing, daphne_send(failing)[0])
+    transport.start_direct()
+    assert transport.write(b"x") is False
+
+
+def test_queued_counts_twisteds_buffers_and_abort_drops_the_connection() -> None:
+    tcp = TCP()
+    tcp.dataBuffer, tcp.offset, tcp._tempDataLen = b"abcdef", 2, 3
+    transport = TwistedTransport(tcp, daphne_send(tcp)[0])
+    assert transport.queued() == 7
+    assert transport.abort() is True and tcp.aborted
+
+
+async def test_drain_waits_for_the_kernel_at_most_the_timeout() -> None:
+    tcp = TCP()
+    tcp._tempDataLen = 10
+    transport = TwistedTransport(tcp, daphne_send(tcp)[0])
+    await transport.drain(0.05)  # never taken: returns anyway
+    assert transport.queued() == 10
+
+
+def test_buffered_body() -> None:
+    body = io.BytesIO(b"data")
+    assert buffered_body(daphne_send(TCP(), content=body)[0]) is body
+    body.close()
+    assert buffered_body(daphne_send(TCP(), content=body)[0]) is None
+    assert buffered_body(lambda message: None) is None
