@@ -145,7 +145,7 @@ class Hub:
                     (upkeep.heartbeats(self.streams), "events-hub-heartbeat"),
                     (self.liveness.run(lambda: len(self.streams)), "events-hub-liveness"),
                     (
-                        upkeep.reconciliation(self.store, self.channels, lambda: self.lost_since is not None),
+                        upkeep.reconciliation(self.store, self.channels, self.liveness.pinged),
                         "events-hub-reconcile",
                     ),
                     (self.presence.run(), "events-hub-presence"),

@@ -1,8 +1,10 @@
 """CHANNEL_LAYERS for settings.py in one line: `CHANNEL_LAYERS = channel_layers(REDIS_URL)`.
 
 Importable from settings (it imports nothing of Django): the layer the product is built
-for, channels-redis' pub/sub layer, with no per-group capacity drops and no group
-expiry; the per-channel sequence in events/hub.py covers what pub/sub can still lose.
+for, and the only one this module writes, channels-redis' pub/sub layer, with no
+per-group capacity drops and no group expiry (so the hub never has to join a group
+again); the per-channel sequencer (events/sequencer.py) covers what pub/sub can still
+lose.
 
 The Redis forms operators run are channels-redis' own `hosts` entries; this module only
 spells them from URLs:

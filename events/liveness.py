@@ -43,6 +43,9 @@ class Liveness:
         self.lost_since: float | None = None
         # Probes waiting for a message to come in (the receive loop resolves them).
         self.arrivals: set[asyncio.Future[None]] = set()
+        # Set by each ping that came back: the reconciliation with the store follows
+        # (events/upkeep.py), so it covers whatever the layer dropped before the ping.
+        self.pinged = asyncio.Event()
 
     async def probe(self, timeout: float) -> None:
         """Return once a message has come in through the hub's subscription after the
@@ -85,5 +88,6 @@ class Liveness:
                 logger.warning("channel layer back after %.1f s", loop.time() - self.lost_since)
                 self.lost_since = None
                 metrics.layer_state(up=True)
+            self.pinged.set()
             if self.membership.orphans:
                 await self.membership.discard_orphans()

@@ -1,11 +1,11 @@
-"""The hub's periodic work besides the liveness ping, each run as a task of its own:
+"""The hub's regular work besides the liveness ping, each run as a task of its own:
 heartbeats to idle streams, and reconciliation of every channel with the store."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 
 from events import metrics
 from events.conf import conf
@@ -14,9 +14,6 @@ from events.log import describe
 from events.sequencer import StoreReader, reconcile
 
 logger = logging.getLogger(__name__)
-
-# Longest gap between two reconciliations; shorter when the heartbeat is shorter.
-RECONCILE_SECONDS = 5.0
 
 
 async def heartbeats(streams: Collection[Stream]) -> None:
@@ -40,17 +37,16 @@ async def heartbeats(streams: Collection[Stream]) -> None:
 
 
 async def reconciliation(
-    store: StoreReader, channels: Mapping[str, LocalChannel], layer_lost: Callable[[], bool]
+    store: StoreReader, channels: Mapping[str, LocalChannel], pinged: asyncio.Event
 ) -> None:
-    """Catch every channel up with the store at each interval while the layer works
-    (while it is lost there are no streams to catch up). A failing store is logged
-    once, and its return once: while the database is down, open streams keep their
-    live events."""
+    """Catch every channel up with the store after each liveness ping that came back
+    (`pinged`; while the layer is lost there are no streams to catch up). A failing
+    store is logged once, and its return once: while the database is down, open
+    streams keep their live events."""
     failing = False
     while True:
-        await asyncio.sleep(min(RECONCILE_SECONDS, conf.heartbeat_seconds))
-        if layer_lost():
-            continue
+        await pinged.wait()
+        pinged.clear()
         try:
             await reconcile(store, [channel.sequencer for channel in channels.values()])
         except Exception as exc:

@@ -19,7 +19,7 @@ from django.core.management import call_command
 from django.test import override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
-from events import asend_event, broadcaster, liveness, metrics, send_event, send_events, store, upkeep
+from events import asend_event, broadcaster, liveness, metrics, send_event, send_events, store
 from events.checks import check_metrics_token, check_settings
 from events.hub import close_hub
 from events.tokens import make_token
@@ -322,7 +322,7 @@ async def test_the_tally_is_flushed_by_the_heartbeat_tick(settings) -> None:
 
 
 async def test_gap_fills_are_counted(monkeypatch) -> None:
-    monkeypatch.setattr(upkeep, "RECONCILE_SECONDS", 0.2)
+    monkeypatch.setattr(liveness, "PING_INTERVAL_SECONDS", 0.2)
     name = channel()
     stream = await open_live(f"/events/{name}/")
     delta = watch("events_gap_fills_total", "events_gap_filled_events_total")

@@ -90,7 +90,7 @@ def make(store: FakeStore | None = None, channel: str = CHANNEL) -> tuple[Sequen
     return sequencer, outlet, store
 
 
-async def started(position: int = 0, store: FakeStore | None = None) -> tuple[Sequencer, FakeOutlet, FakeStore]:
+async def started(position: int = 0, store: FakeStore | None = None):
     sequencer, outlet, store = make(store)
     await sequencer.start(position)
     return sequencer, outlet, store
@@ -185,7 +185,7 @@ async def test_a_failing_store_raises_and_a_later_message_fills_the_gap() -> Non
     async def down(*args):
         raise ConnectionError("the database is down")
 
-    store.page = down  # type: ignore[method-assign]
+    store.page = down
     with pytest.raises(ConnectionError):
         await sequencer.receive(message(2))
     assert (outlet.handed, sequencer.position) == ([], 0)
@@ -280,7 +280,7 @@ async def test_streams_are_ended_before_anything_after_the_hole_is_handed_on() -
         order.append("end")
         await end_streams(reason)
 
-    outlet.fan_out, outlet.end_streams = recording_fan_out, recording_end  # type: ignore[method-assign]
+    outlet.fan_out, outlet.end_streams = recording_fan_out, recording_end
     await sequencer.receive(message(6))
     assert order == ["end", "fan_out", "fan_out"]
 
