@@ -10,7 +10,8 @@ SSE channel that has local streams, and hands every event to those streams. Its 
   layer ends;
 - events/upkeep.py: heartbeats, and reconciliation with the store;
 - events/presence.py: the subscriber counts in Redis.
-Each runs as a task of its own; the receive loop here is the hot path.
+The receive loop (here: the hot path), the heartbeats, the ping, the reconciliation and
+the subscriber counts each run as a task of their own.
 
 A stream added to a channel is handed everything after the channel's position at that
 moment; the consumer replays from the store up to that position (events/consumers.py).
