@@ -1,8 +1,10 @@
 """CHANNEL_LAYERS for settings.py in one line: `CHANNEL_LAYERS = channel_layers(REDIS_URL)`.
 
 Importable from settings (it imports nothing of Django): the layer the product is built
-for, channels-redis' pub/sub layer, with no per-group capacity drops and no group
-expiry; the per-channel sequence in events/hub.py covers what pub/sub can still lose.
+for, and the only one this module writes, channels-redis' pub/sub layer, with no
+per-group capacity drops and no group expiry (so the hub never has to join a group
+again); the per-channel sequencer (events/sequencer.py) covers what pub/sub can still
+lose.
 
 The Redis forms operators run are channels-redis' own `hosts` entries; this module only
 spells them from URLs:
@@ -18,11 +20,14 @@ spells them from URLs:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from redis.connection import parse_url
+from redis import connection
+
+# redis-py's URL parser, typed here (redis-py leaves it unannotated).
+parse_url: Callable[[str], dict[str, Any]] = connection.parse_url
 
 PUBSUB_LAYER = "channels_redis.pubsub.RedisPubSubChannelLayer"
 
@@ -137,20 +142,6 @@ def _sentinel_address(item: str, url: str) -> tuple[str, int]:
     if not parts.hostname:
         raise ValueError(f"{item.strip()!r} in {_redact(url)!r} is not host:port")
     return (parts.hostname, port)
-
-
-def describe_host(host: str | dict[str, Any]) -> str:
-    """A host entry for messages and logs, without its password."""
-    if isinstance(host, dict):
-        if "master_name" in host:
-            sentinels = ",".join(f"{name}:{port}" for name, port in host.get("sentinels", []))
-            return f"Sentinel master {host['master_name']!r} via {sentinels}"
-        if "address" in host:
-            return _redact(str(host["address"]))
-        return f"{host.get('host', 'localhost')}:{host.get('port', 6379)}"
-    if isinstance(host, (tuple, list)):
-        return f"{host[0]}:{host[1]}"
-    return _redact(str(host))
 
 
 def _redact(url: str) -> str:

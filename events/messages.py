@@ -1,12 +1,14 @@
-"""What travels on the channel layer between publishers and the per-process hubs."""
+"""What travels on the channel layer between publishers and the per-process hubs, and
+the layer calls the hub makes (channels' layers come without types)."""
 
 from __future__ import annotations
 
-from typing import NotRequired, TypedDict
+from collections.abc import Mapping
+from typing import Any, NotRequired, Protocol, TypedDict, TypeGuard
 
 GROUP_PREFIX = "events."
 EVENT_MESSAGE = "events.event"
-# A hub pings itself through the layer to notice a lost Redis (events/hub.py).
+# A hub pings itself through the layer to notice a lost Redis (events/liveness.py).
 PING_MESSAGE = "events.ping"
 
 
@@ -19,6 +21,25 @@ class EventMessage(TypedDict):
     # Unix time of the broadcast after commit, for the hubs' delivery lag metric
     # (absent from messages of older publishers).
     committed_at: NotRequired[float]
+
+
+class ChannelLayer(Protocol):
+    """What the hub calls on channels-redis' layer."""
+
+    async def new_channel(self, prefix: str = ...) -> str: ...
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None: ...
+
+    async def receive(self, channel: str) -> dict[str, Any]: ...
+
+    async def group_add(self, group: str, channel: str) -> None: ...
+
+    async def group_discard(self, group: str, channel: str) -> None: ...
+
+
+def is_event(message: Mapping[str, Any]) -> TypeGuard[EventMessage]:
+    # Any other process may send on the layer: only the type is taken on trust.
+    return message.get("type") == EVENT_MESSAGE
 
 
 def group_name(channel: str) -> str:

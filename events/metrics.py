@@ -15,8 +15,8 @@ never a channel name: channels are unbounded.
 
 Cost: the fan-out path touches no metric per stream. A stream adds the bytes it writes
 to `tally` (a plain attribute), and the hub turns a whole fan-out into one counter
-update (`delivered`); the tally reaches the counters there, when a stream's replay
-ends, and on every heartbeat tick.
+update (`delivered`); the tally reaches the counters when a stream's replay ends and
+on every heartbeat tick, not once per event.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import glob
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Literal, get_args
 
 from django.core.exceptions import ImproperlyConfigured
 from prometheus_client import (
@@ -41,6 +41,10 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+# prometheus_client's multiprocess helpers, typed here (it leaves them unannotated).
+_mark_process_dead: Callable[[int, str], None] = multiprocess.mark_process_dead
+_MultiProcessCollector: Callable[[CollectorRegistry, str], object] = multiprocess.MultiProcessCollector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The directory of the multiprocess mode, or None (one process only).
@@ -84,7 +88,7 @@ def _prepare_directory() -> None:
         ) from None
     # A process that had our pid before us (and died without clean-up) left its live
     # gauges behind: ours would start from its values.
-    multiprocess.mark_process_dead(os.getpid(), MULTIPROC_DIR)
+    _mark_process_dead(os.getpid(), MULTIPROC_DIR)
 
 
 _prepare_directory()
@@ -131,9 +135,12 @@ DELIVERY_LAG = Histogram(
 )
 
 # Children bound once: a labels() lookup costs a dict access and a lock per call.
-_closed = {reason: STREAMS_CLOSED.labels(reason) for reason in CloseReason.__args__}  # type: ignore[attr-defined]
-_published = {path: PUBLISHED.labels(path) for path in PublishPath.__args__}  # type: ignore[attr-defined]
+_closed = {reason: STREAMS_CLOSED.labels(reason) for reason in get_args(CloseReason)}
+_published = {path: PUBLISHED.labels(path) for path in get_args(PublishPath)}
 _layer_up, _layer_down = HUBS.labels("up"), HUBS.labels("lost")
+# Bound on first use (a series appears in the exposition once it has been counted).
+_rejected: dict[int, Any] = {}
+_resets: dict[str, Any] = {}
 
 
 class Tally:
@@ -174,14 +181,21 @@ def stream_closed(reason: CloseReason) -> None:
 
 
 def stream_rejected(status: int) -> None:
-    STREAMS_REJECTED.labels(str(status)).inc()
+    child = _rejected.get(status)
+    if child is None:
+        child = _rejected[status] = STREAMS_REJECTED.labels(str(status))
+    child.inc()
 
 
 def resumed(resets: Iterable[str], replaying: bool) -> None:
     """A stream resumed: the reasons of its stream-reset, and whether it has stored
     events to replay (a resume at the head has none)."""
     for reason in resets:
-        STREAM_RESETS.labels(RESET_REASONS.get(reason, "other")).inc()
+        label = RESET_REASONS.get(reason, "other")
+        child = _resets.get(label)
+        if child is None:
+            child = _resets[label] = STREAM_RESETS.labels(label)
+        child.inc()
     if replaying:
         REPLAYS.inc()
 
@@ -196,7 +210,6 @@ def delivered(streams: int, committed_at: float | None) -> None:
     if committed_at is not None:
         # Clocks of two hosts may disagree by a little: never a negative lag.
         DELIVERY_LAG.observe(max(0.0, time.time() - committed_at))
-    flush()
 
 
 def gap_filled(events: int) -> None:
@@ -272,7 +285,7 @@ def _reap_dead_processes(directory: str) -> None:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            multiprocess.mark_process_dead(pid, directory)
+            _mark_process_dead(pid, directory)
         except PermissionError:
             pass  # alive, under another user
 
@@ -287,7 +300,7 @@ def registry() -> Any:
         return REGISTRY
     _reap_dead_processes(MULTIPROC_DIR)
     collected = CollectorRegistry()
-    multiprocess.MultiProcessCollector(collected, MULTIPROC_DIR)
+    _MultiProcessCollector(collected, MULTIPROC_DIR)
     return collected
 
 

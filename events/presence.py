@@ -22,10 +22,12 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Mapping
 from typing import Any, Protocol, TypedDict
 
 import redis
 import redis.asyncio
+from redis.typing import EncodableT, FieldT
 
 from events import redis_clients
 from events.conf import conf
@@ -49,12 +51,9 @@ class Presence(TypedDict):
     processes: int  # processes (hubs) that have open streams
 
 
-class _Channel(Protocol):
-    subscribers: Any
-
-
 class _Hub(Protocol):
-    channels: dict[str, Any]
+    @property
+    def channels(self) -> Mapping[str, Any]: ...  # channel -> its local streams, as `.subscribers`
 
 
 def redis_host() -> dict[str, Any] | None:
@@ -135,7 +134,9 @@ class PresenceWriter:
         async with client.pipeline(transaction=True) as pipe:
             pipe.delete(self.key)
             if counts:
-                pipe.hset(self.key, mapping=counts)
+                # redis-py's field types are wider than (and invariant over) str -> int.
+                mapping: dict[FieldT, EncodableT] = dict(counts.items())
+                pipe.hset(self.key, mapping=mapping)
                 pipe.pexpire(self.key, ttl_ms)
             async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
                 await pipe.execute()

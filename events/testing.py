@@ -375,7 +375,7 @@ async def asgi_stream(
     from django.conf import settings
     from django.utils.module_loading import import_string
 
-    from events.hub import _hubs, close_hub
+    from events.hub import close_hub, running_hub
 
     app = application or import_string(settings.ASGI_APPLICATION)
     raw_headers = [(b"host", b"testserver")]
@@ -409,6 +409,6 @@ async def asgi_stream(
         if not communicator.future.done():
             await communicator.send_input({"type": "http.disconnect"})
             await communicator.wait(timeout)
-        hub = _hubs.get(asyncio.get_running_loop())
+        hub = running_hub()
         if hub is not None and not hub.streams:
             await close_hub()

@@ -8,7 +8,7 @@ import json
 import pytest
 from asgiref.sync import sync_to_async
 
-from events import asend_event, hub, store
+from events import asend_event, liveness, store
 from events.consumers import EventStreamConsumer
 from site_config.asgi import application
 from tests.streams import Stream, channel, open_live
@@ -26,8 +26,8 @@ async def read_until_ended(stream: Stream, timeout: float = 5) -> None:
 async def test_a_last_event_never_broadcast_arrives_by_reconciliation(monkeypatch) -> None:
     """A message the layer lost with no later event to reveal the gap (a publisher that
     died between commit and broadcast): the hub's check against the store after each
-    liveness ping delivers it."""
-    monkeypatch.setattr(hub, "PING_INTERVAL_SECONDS", 0.2)
+    reconciliation after each liveness ping delivers it."""
+    monkeypatch.setattr(liveness, "PING_INTERVAL_SECONDS", 0.2)
     name = channel()
     stream = await open_live(f"/events/{name}/")
     await sync_to_async(store.append)(name, "message", '"never broadcast"')  # no broadcast, no follow-up

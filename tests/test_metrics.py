@@ -19,7 +19,7 @@ from django.core.management import call_command
 from django.test import override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
-from events import asend_event, broadcaster, hub, metrics, send_event, send_events, store
+from events import asend_event, broadcaster, liveness, metrics, send_event, send_events, store
 from events.checks import check_metrics_token, check_settings
 from events.hub import close_hub
 from events.tokens import make_token
@@ -249,6 +249,7 @@ async def test_a_stream_is_counted_open_delivered_to_and_closed() -> None:
     # One lag per event and process (after its whole fan-out), not one per stream.
     assert delta.of("events_delivery_lag_seconds_count") == 3
     written = len(first.buffer) + len(second.buffer)
+    metrics.flush()  # what the heartbeat tick does (test_the_tally_is_flushed_by_the_heartbeat_tick)
     assert delta.of("events_written_bytes_total") == written
     await first.close()
     await second.close()
@@ -299,8 +300,29 @@ async def test_replays_and_resets_are_counted() -> None:
     assert delta.of("events_replays_total") == 1  # nor does a resume at the head
 
 
+def test_a_delivery_leaves_the_tally_to_the_heartbeat_tick() -> None:
+    """Adding the tally to the counters costs a lock per counter: not once per event."""
+    metrics.flush()
+    metrics.tally.bytes += 100
+    try:
+        metrics.delivered(3, None)
+        assert metrics.tally.bytes == 100
+    finally:
+        metrics.flush()
+
+
+async def test_the_tally_is_flushed_by_the_heartbeat_tick(settings) -> None:
+    settings.EVENTS_HEARTBEAT_SECONDS = 0.4
+    stream = await open_live(f"/events/{channel()}/")  # starts the hub and its heartbeat task
+    delta = watch("events_written_bytes_total")
+    metrics.tally.bytes += 1000
+    await until(lambda: delta.of("events_written_bytes_total") >= 1000)
+    assert metrics.tally.bytes < 1000
+    await stream.close()
+
+
 async def test_gap_fills_are_counted(monkeypatch) -> None:
-    monkeypatch.setattr(hub, "PING_INTERVAL_SECONDS", 0.2)
+    monkeypatch.setattr(liveness, "PING_INTERVAL_SECONDS", 0.2)
     name = channel()
     stream = await open_live(f"/events/{name}/")
     delta = watch("events_gap_fills_total", "events_gap_filled_events_total")
@@ -343,8 +365,8 @@ async def own_redis(settings) -> AsyncIterator[RedisServer]:
 
 
 async def test_a_lost_layer_is_counted_and_shown_as_the_hubs_state(monkeypatch, own_redis) -> None:
-    monkeypatch.setattr(hub, "PING_INTERVAL_SECONDS", 0.2)
-    monkeypatch.setattr(hub, "PING_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(liveness, "PING_INTERVAL_SECONDS", 0.2)
+    monkeypatch.setattr(liveness, "PING_TIMEOUT_SECONDS", 0.5)
     name = channel()
     stream = await open_live(f"/events/{name}/")
     assert value("events_hubs", layer="up") >= 1

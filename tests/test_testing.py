@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
@@ -11,7 +10,7 @@ from django.test import Client
 
 from demo.models import Order
 from events import asend_event, send_event, sse
-from events.hub import _hubs
+from events.hub import running_hub
 from events.testing import EventOutbox, SSEEvent, SSEParser, asgi_stream, capture_events, connect, parse_sse
 from tests.layer_probe import GroupListener
 from tests.servers import Daphne
@@ -280,7 +279,7 @@ async def test_asgi_stream_in_process() -> None:
         event = await stream.next_event(timeout=5)
     assert event == ev('{"in":"process"}', "local", f"{a}:1")
     # The last stream closed, so the loop's hub was stopped: no task outlives the test.
-    assert asyncio.get_running_loop() not in _hubs
+    assert running_hub() is None
 
 
 @pytest.mark.django_db(transaction=True)
