@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -408,7 +409,9 @@ async def healthz(request: HttpRequest) -> HttpResponse:
 JSON_PATH_PREFIXES = ("/events/", "/presence/", "/healthz", "/feed/types/", "/metrics")
 
 
-def _json_or_default(status: int, reason: str, default: Any) -> Any:
+def _json_or_default(
+    status: int, reason: str, default: Callable[..., HttpResponse]
+) -> Callable[..., HttpResponse]:
     def handler(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
         if request.path.startswith(JSON_PATH_PREFIXES):
             return error(status, reason)
