@@ -8,7 +8,7 @@ one Redis round trip (a pipeline of PUBLISH commands, the channel layer's own gr
 for a single event), in the order handed in.
 
 Failures are logged in one line per batch, never raised: the events are stored, every
-hub compares its position with the store after each liveness ping (events/hub.py) and
+hub compares its position with the store after each liveness ping (events/upkeep.py) and
 delivers what was never broadcast, and streams that lost the layer resume from the store.
 
 Forks: a child process (gunicorn --preload, Celery prefork) gets no copy of the thread,

@@ -205,7 +205,8 @@ class EventStreamConsumer(PlainHttpConsumer):
             await self.send({"type": "http.response.body", "body": data, "more_body": True})
         queued = transport.queued()
         # Nothing queued is the usual case: skip reading the setting (a Django settings
-        # lookup per write costs more than the rest of the write).
+        # lookup per write costs more than the rest of the write: ARCHITECTURE.md,
+        # "Performance notes").
         if queued and queued > conf.max_queued_bytes:
             logger.warning(SLOW_READER, self.channels, queued)
             await self.close_stream(abort=True, reason="slow_reader")

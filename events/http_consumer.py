@@ -4,7 +4,7 @@ AsyncConsumer.__call__ gives each consumer a layer channel when a channel layer 
 configured, and runs await_many_dispatch: for a single message source that helper
 keeps a Task, an asyncio.wait() waiter and its set alive for as long as the connection
 is open. A plain loop dispatches the same messages in the same order, one at a time,
-with less memory per open stream (README "Benchmark": RSS per open stream).
+with less memory per open stream (ARCHITECTURE.md, "Performance notes").
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ The receive loop (here: the hot path), the heartbeats, the ping, the reconciliat
 the subscriber counts each run as a task of their own.
 
 A stream added to a channel is handed everything after the channel's position at that
-moment; the consumer replays from the store up to that position (events/consumers.py).
+moment; the stream replays from the store up to that position (events/resume.py).
 """
 
 from __future__ import annotations

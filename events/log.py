@@ -24,7 +24,7 @@ UNREACHABLE = (OSError, TimeoutError, redis.exceptions.ConnectionError, redis.ex
 class LayerReconnectFilter(logging.Filter):
     """Drops channels-redis' traceback for each failed attempt of its pub/sub connection
     to reconnect (about one a second while Redis is down): the hub logs once that the
-    channel layer is lost and once that it is back (events/hub.py). Other errors pass."""
+    channel layer is lost and once that it is back (events/liveness.py). Other errors pass."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None

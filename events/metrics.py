@@ -62,7 +62,7 @@ CloseReason = Literal[
     "shutdown",  # the server stopped
     "error",  # a failure while setting the stream up
 ]
-# The reasons of a stream-reset (events/consumers.py _plan_resume), as label values.
+# The reasons of a stream-reset (events/resume.py plan_resume), as label values.
 RESET_REASONS = {
     "malformed id": "malformed_id",
     "id does not cover this channel": "id_not_covering",

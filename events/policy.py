@@ -131,9 +131,9 @@ def with_session(scope: dict[str, Any]) -> dict[str, Any]:
 
     Streams are not wrapped in the session middleware stack: for a stream that only
     reads public channels it would build a session store, two scope copies and a send
-    wrapper, and keep them for the life of the connection (about 2 KB per open stream,
-    measured with 10,000 streams in bench/). The store reads the database only when the
-    user is looked up."""
+    wrapper, and keep them for the life of the connection (what that costs per open
+    stream: ARCHITECTURE.md, "Performance notes"). The store reads the database only
+    when the user is looked up."""
     if "session" in scope:
         return scope
     cookie = dict(scope.get("headers") or ()).get(b"cookie", b"").decode("latin-1")

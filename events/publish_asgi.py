@@ -3,8 +3,8 @@
 The publish endpoint is a plain sync view. Django's ASGI handler serves it through a
 middleware chain that is part async and part sync (WhiteNoise is sync only), so a request
 crosses between the event loop and threads a dozen times and starts a thread of its own
-(asgiref's ThreadSensitiveContext): measured under daphne, that machinery took about two
-thirds of a POST's CPU time, the view and its insert a tenth.
+(asgiref's ThreadSensitiveContext): under daphne, that machinery took most of a POST's
+CPU time (ARCHITECTURE.md, "Performance notes").
 
 This handler serves those requests the way a WSGI server would: the body is read on the
 event loop, then the request_started signal, Django's full middleware chain loaded in

@@ -76,8 +76,8 @@ class TwistedTransport:
         Through the ASGI send, each chunk passes daphne's reply checks and Twisted's
         Request.write, and Twisted then registers the socket with the event loop for
         writing and unregisters it once flushed, a loop iteration later: two epoll_ctl
-        calls and a dozen Python frames per stream per event (README "Benchmark",
-        "Fan-out"). When nothing is queued in Twisted for this connection, the same chunk
+        calls and a dozen Python frames per stream per event (ARCHITECTURE.md,
+        "Performance notes"). When nothing is queued in Twisted for this connection, the same chunk
         (HTTP/1.1 chunked framing, as Twisted's toChunk writes it) is sent to the socket
         at once; whatever the kernel does not take goes to Twisted's buffer, so order is
         kept and queued() still sees it. Anything unusual (a response finished, a

@@ -1,4 +1,4 @@
-"""send_event / asend_event (SPEC 5): validate, store, broadcast on commit, trim."""
+"""send_event / asend_event (README "Python interface"): validate, store, broadcast on commit, trim."""
 
 from __future__ import annotations
 
