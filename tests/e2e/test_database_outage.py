@@ -4,7 +4,8 @@ byte, open streams keep their live events, what they missed is filled once the
 database is back, and the log says so in two lines, without tracebacks.
 
 PostgreSQL: a private cluster the test starts, stops (immediate) and starts again.
-SQLite: the database file goes away (as when its volume is unmounted) and comes back.
+SQLite: the volume holding the database file and its -wal and -shm files goes away (as
+when it is unmounted) and comes back.
 """
 
 from __future__ import annotations
@@ -192,25 +193,50 @@ async def test_postgresql_outage(server_env, private_postgres: PostgresServer) -
 
 async def test_sqlite_file_gone(server_env) -> None:
     directory = tempfile.mkdtemp(prefix="events-test-sqlite-")
-    path = os.path.join(directory, "db.sqlite3")
-    away = os.path.join(directory, "away", "db.sqlite3")
+    # Daphne opens the database through `mount`, a symbolic link that points at the
+    # volume, and during the outage at an empty directory (the bare mount point). So the
+    # database file and its -wal and -shm files go and come back together, at once, as
+    # with a volume. (Moving the database file alone left its -wal behind: SQLite
+    # deletes a -wal found next to an empty database, and the commits still in it were
+    # lost.) SQLite resolves the link when a connection opens, so every connection
+    # uses the files of one directory.
+    volume = os.path.join(directory, "volume")
+    mount_point = os.path.join(directory, "mount-point")
+    mount = os.path.join(directory, "mnt")
+    os.mkdir(volume)
+    os.mkdir(mount_point)
+    os.symlink(volume, mount)
+    path = os.path.join(mount, "db.sqlite3")
     env = {**server_env, "DATABASE_URL": f"sqlite:///{path}"}
+    # Held open across the outage, as another process's connection would be: closing
+    # the publisher's connection then does not checkpoint, so the rows it committed are
+    # still only in the -wal file when the volume goes.
+    other: list[sqlite3.Connection] = []
+
+    def mount_at(target: str) -> None:
+        link = f"{mount}.new"
+        os.symlink(target, link)
+        os.replace(link, mount)
 
     def commit_then_go_down(channel: str, payloads: list[str]) -> None:
+        other.append(sqlite3.connect(path, check_same_thread=False))
+        other[0].execute("SELECT count(*) FROM events_event").fetchall()
         connection = sqlite3.connect(path)
         try:
             append_rows(connection, "?", channel, payloads)
         finally:
             connection.close()
+        assert os.path.getsize(os.path.join(volume, "db.sqlite3-wal")) > 0, "the commits were checkpointed"
         # Gone: what daphne opens at that path now is a new, empty database.
-        os.makedirs(os.path.dirname(away))
-        os.rename(path, away)
+        mount_at(mount_point)
 
     def come_back() -> None:
-        os.replace(away, path)
+        mount_at(volume)
 
     try:
         seen = await outage(env, commit_then_go_down, come_back)
     finally:
+        for connection in other:
+            connection.close()
         shutil.rmtree(directory, ignore_errors=True)
     print(f"SQLite file gone: {seen}")
