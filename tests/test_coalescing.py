@@ -42,7 +42,8 @@ async def test_a_burst_queued_in_the_layer_reaches_a_stream_as_one_chunk() -> No
     stream = await open_live(f"/events/{name}/")
     queue_for_hub([event(name, seq) for seq in range(1, 6)])
     chunk = await stream.read_chunk()
-    assert [(f["id"], f["data"]) for f in parse_frames(chunk)] == [(f"{name}:{n}", str(n)) for n in range(1, 6)]
+    expected = [(f"{name}:{n}", str(n)) for n in range(1, 6)]
+    assert [(f["id"], f["data"]) for f in parse_frames(chunk)] == expected
     await stream.close()
 
 
