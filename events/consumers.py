@@ -81,11 +81,25 @@ SLOW_READER = "stream %s has %d bytes queued for a client that does not read; en
 
 
 class EventStreamConsumer(PlainHttpConsumer):
-    # Set only on streams whose access may end while open: the others carry nothing.
-    _watch: AccessWatch | None = None
+    # Slots: each open stream holds one of these for its lifetime, and the instance
+    # dict Channels' classes give it would grow past a resize with these in it.
+    __slots__ = (
+        "phase",
+        "channels",
+        "positions",
+        "held",
+        "last_write",
+        "transport",
+        "ticket",
+        "_hub",
+        "end_reason",
+        "_watch",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Set only on streams whose access may end while open.
+        self._watch: AccessWatch | None = None
         self.phase = CHECKING
         self.channels: tuple[str, ...] = ()
         self.positions: dict[str, int] = {}
