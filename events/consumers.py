@@ -33,6 +33,7 @@ import asyncio
 import enum
 import logging
 import random
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from channels.exceptions import StopConsumer
@@ -45,7 +46,7 @@ from events.hub import get_hub
 from events.log import log_failure
 from events.positions import format_position
 from events.rejection import Rejection
-from events.resume import NOTHING_HELD, HeldFrames
+from events.resume import NOTHING_HELD, Frame, HeldFrames
 from events.stream_request import client_address, parse_stream_request
 from events.transport import ASGI_ONLY, Transport, transport_for
 
@@ -80,11 +81,25 @@ SLOW_READER = "stream %s has %d bytes queued for a client that does not read; en
 
 
 class EventStreamConsumer(PlainHttpConsumer):
-    # Set only on streams whose access may end while open: the others carry nothing.
-    _watch: AccessWatch | None = None
+    # Slots: each open stream holds one of these for its lifetime, and the instance
+    # dict Channels' classes give it would grow past a resize with these in it.
+    __slots__ = (
+        "phase",
+        "channels",
+        "positions",
+        "held",
+        "last_write",
+        "transport",
+        "ticket",
+        "_hub",
+        "end_reason",
+        "_watch",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Set only on streams whose access may end while open.
+        self._watch: AccessWatch | None = None
         self.phase = CHECKING
         self.channels: tuple[str, ...] = ()
         self.positions: dict[str, int] = {}
@@ -165,10 +180,10 @@ class EventStreamConsumer(PlainHttpConsumer):
         self.phase, self.held = REPLAYING, HeldFrames.for_replay()
 
     async def go_live(self) -> None:
-        """The replay is written: the frames held meanwhile, then live delivery."""
+        """The replay is written: the frames held meanwhile (as one write), then live
+        delivery."""
         while batch := self.held.take():
-            for channel, seq, frame, body in batch:
-                await self._emit(channel, seq, frame, body)
+            await self._emit(batch)
         if self.phase is REPLAYING:
             self.phase, self.held = LIVE, NOTHING_HELD
 
@@ -176,19 +191,37 @@ class EventStreamConsumer(PlainHttpConsumer):
         return sse.id_line(format_position(self.positions, self.channels)) + body
 
     async def deliver(self, channel: str, seq: int, frame: bytes, body: bytes) -> None:
-        if self.phase is REPLAYING:
-            if self.held.hold((channel, seq, frame, body)):
-                logger.warning("stream %s fell behind while catching up; ending it", self.channels)
-                await self.close_stream(abort=True, reason="fell_behind")
-            return
-        await self._emit(channel, seq, frame, body)
+        await self.deliver_batch(channel, ((channel, seq, frame, body),), frame)
 
-    async def _emit(self, channel: str, seq: int, frame: bytes, body: bytes) -> None:
-        if seq <= self.positions.get(channel, 0):
-            return
-        self.positions[channel] = seq
-        # One channel: the hub's encoding, shared by all such streams.
-        await self.write(frame if len(self.channels) == 1 else self.framed(body))
+    async def deliver_batch(self, channel: str, batch: Sequence[Frame], chunk: bytes) -> None:
+        """Events of `channel` in order (consecutive seqs), as one write; `chunk` is
+        their frames joined, the same bytes object for every stream of the channel."""
+        phase = self.phase
+        if phase is LIVE:
+            positions = self.positions
+            if len(self.channels) == 1 and positions.get(channel, 0) < batch[0][1]:
+                # The usual case: everything is new to this stream.
+                positions[channel] = batch[-1][1]
+                await self.write(chunk)
+                return
+            await self._emit(batch)
+        elif phase is REPLAYING and self.held.hold_many(batch):
+            logger.warning("stream %s fell behind while catching up; ending it", self.channels)
+            await self.close_stream(abort=True, reason="fell_behind")
+
+    async def _emit(self, batch: Sequence[Frame]) -> None:
+        """Write what the stream has not had yet (the duplicate and position rules per
+        frame), in one write."""
+        positions, single = self.positions, len(self.channels) == 1
+        parts = []
+        for channel, seq, frame, body in batch:
+            if seq <= positions.get(channel, 0):
+                continue
+            positions[channel] = seq
+            # One channel: the hub's encoding, shared by all such streams.
+            parts.append(frame if single else self.framed(body))
+        if parts:
+            await self.write(parts[0] if len(parts) == 1 else b"".join(parts))
 
     async def heartbeat(self) -> None:
         await self.write(sse.HEARTBEAT)

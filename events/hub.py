@@ -9,6 +9,7 @@ SSE channel that has local streams, and hands every event to those streams. Its 
 - events/liveness.py: the ping through the hub's own subscription, and what a lost
   layer ends;
 - events/upkeep.py: heartbeats, and reconciliation with the store;
+- events/layer_backlog.py: the messages already queued for the hub, taken in one pass;
 - events/presence.py: the subscriber counts in Redis.
 The receive loop (here: the hot path), the heartbeats, the ping, the reconciliation and
 the subscriber counts each run as a task of their own.
@@ -29,12 +30,15 @@ from typing import Any
 from channels.layers import get_channel_layer
 
 from events import metrics, reauth, store, upkeep
+from events.batching import by_channel
+from events.conf import conf
 from events.db import stream_db
 from events.fanout import LocalChannel, Stream, close_all
+from events.layer_backlog import take_queued
 from events.liveness import Liveness
 from events.log import log_failure
 from events.membership import LAYER_TIMEOUT_SECONDS, Membership
-from events.messages import ChannelLayer, group_name, is_event
+from events.messages import ChannelLayer, EventMessage, group_name, is_event
 from events.presence import PresenceWriter
 from events.sequencer import StoredEvent
 
@@ -46,6 +50,8 @@ _last_seqs = stream_db(store.last_seqs)
 _page = stream_db(store.page)
 # Channel positions read in one query at most (PositionReader).
 POSITIONS_PER_QUERY = 500
+# Layer messages handled in one pass of the receive loop at most.
+MESSAGES_PER_PASS = 1000
 
 
 class Store:
@@ -111,6 +117,9 @@ class Hub:
         # Never replaced, only changed: the tasks and parts below hold them.
         self.channels: dict[str, LocalChannel] = {}
         self.streams: set[Stream] = set()
+        # The local streams on several channels: while there is one, a pass keeps the
+        # order between channels (events/batching.py).
+        self.spanning: set[Stream] = set()
         self.store = Store()
         self.positions = PositionReader(self.store)
         self.membership = Membership(layer, wanted=self.channels)
@@ -168,6 +177,7 @@ class Hub:
         channels = self._forget_all()
         await self.membership.aclose([reauth.CONTROL_GROUP, *map(group_name, channels)])
         self.streams.clear()
+        self.spanning.clear()
         if self._started is not None:
             metrics.hub_stopped()
         self._started = None
@@ -180,6 +190,8 @@ class Hub:
         """
         await self._ensure_started()
         self.streams.add(stream)
+        if len(stream.channels) > 1:
+            self.spanning.add(stream)
         joins = []
         for name in stream.channels:
             channel = self.channels.get(name)
@@ -212,6 +224,7 @@ class Hub:
         by a task of the membership's (a stream ended inside the fan-out must not hold
         up delivery to the others for a layer call)."""
         self.streams.discard(stream)
+        self.spanning.discard(stream)
         for name in stream.channels:
             channel = self.channels.get(name)
             if channel is None:
@@ -249,28 +262,49 @@ class Hub:
         await self.liveness.probe(timeout)
 
     async def _receive(self, channel_name: str) -> None:
-        receive, channels, arrivals = self.layer.receive, self.channels, self.liveness.arrivals
+        layer, receive, arrivals = self.layer, self.layer.receive, self.liveness.arrivals
         while True:
-            message = await receive(channel_name)
+            messages = [await receive(channel_name)]
+            # Whatever else is already queued, in the same pass: a burst, or a backlog
+            # behind a busy event loop, reaches each stream as one chunk. Bounded so
+            # that one pass's chunk never comes near a stream's slow-reader bound.
+            messages += take_queued(layer, channel_name, MESSAGES_PER_PASS, conf.max_queued_bytes // 4)
             # Any message proves the layer alive, not only our ping: behind a long
             # backlog of events the ping itself may take longer than its timeout.
             for arrival in arrivals:
                 if not arrival.done():
                     arrival.set_result(None)
-            # Let the event loop run between two events: a backlog taken from the
+            # Let the event loop run between two passes: a backlog taken from the
             # layer's queue would otherwise be fanned out without Twisted ever
             # flushing a socket in between (and slow-reader limits would trip).
             await asyncio.sleep(0)
+            await self._hand_on(messages)
+
+    async def _hand_on(self, messages: list[dict[str, Any]]) -> None:
+        """One pass: the events between two logouts (or the ends of the pass) grouped
+        by channel, each group to its sequencer at once; a logout where it came."""
+        events: list[EventMessage] = []
+        for message in messages:
             if is_event(message):
-                channel = channels.get(message["channel"])
-                if channel is None:
-                    continue
-                try:
-                    await channel.sequencer.receive(message)
-                except Exception as exc:  # a gap to fill while the store is down, say
-                    log_failure(logger, exc, "delivering %s:%s failed", message["channel"], message["seq"])
+                events.append(message)
             elif message.get("type") == reauth.LOGOUT_MESSAGE:
+                if events:
+                    await self._hand_on_events(events)
+                    events = []
                 reauth.logged_out(message.get("session"))
+        if events:
+            await self._hand_on_events(events)
+
+    async def _hand_on_events(self, events: list[EventMessage]) -> None:
+        channels = self.channels
+        for group in by_channel(events, keep_interleaving=bool(self.spanning)):
+            channel = channels.get(group[0]["channel"])
+            if channel is None:
+                continue
+            try:
+                await channel.sequencer.receive_many(group)
+            except Exception as exc:  # a gap to fill while the store is down, say
+                log_failure(logger, exc, "delivering %s:%s failed", channel.name, group[-1]["seq"])
 
     def _forget_all(self) -> list[str]:
         names = list(self.channels)
@@ -283,6 +317,7 @@ class Hub:
         """The layer is lost: end every stream, and forget every channel's position."""
         streams = list(self.streams)
         self.streams.clear()
+        self.spanning.clear()
         self.membership.orphan(self._forget_all())
         await close_all(streams, "layer_lost")
 

@@ -70,6 +70,12 @@ class HeldFrames:
         self.nbytes += len(frame[2])
         return len(self.frames) > MAX_PENDING_FRAMES or self.nbytes > self.limit
 
+    def hold_many(self, frames: Sequence[Frame]) -> bool:
+        """Keep a batch of frames (hold(), with both bounds checked once)."""
+        self.frames.extend(frames)
+        self.nbytes += sum(len(frame[2]) for frame in frames)
+        return len(self.frames) > MAX_PENDING_FRAMES or self.nbytes > self.limit
+
     def take(self) -> list[Frame]:
         frames, self.frames, self.nbytes = self.frames, [], 0
         return frames

@@ -96,8 +96,7 @@ class Sequencer:
             self.position = position
             self.ready.set()
             early, self._early = self._early, []
-            for message in early:
-                await self._accept(message)
+            await self._accept_all(early)
 
     def fail(self, error: BaseException) -> None:
         """The join failed: no position will come."""
@@ -110,11 +109,41 @@ class Sequencer:
 
     async def receive(self, message: EventMessage) -> None:
         """A message from the layer."""
+        await self.receive_many((message,))
+
+    async def receive_many(self, messages: Sequence[EventMessage]) -> None:
+        """Messages from the layer, in arrival order: the rules applied to each, and
+        what follows the position handed on together (one fan-out where no gap
+        interrupts). A failing gap fill does not stop the later messages (each tries
+        the fill again, as it would alone); the first failure is raised at the end."""
         if not self.ready.is_set():
-            self._early.append(message)
+            self._early.extend(messages)
             return
         async with self._lock:
-            await self._accept(message)
+            await self._accept_all(messages)
+
+    async def _accept_all(self, messages: Iterable[EventMessage]) -> None:
+        run: list[EventMessage] = []
+        failure: Exception | None = None
+        for message in messages:
+            seq = message["seq"]
+            if seq <= self.position:
+                continue  # already handed on (from the store or an earlier message)
+            if seq > self.position + 1:
+                if run:
+                    await self._outlet.fan_out(run)
+                    run = []
+                try:
+                    await self._fill(seq - 1, "did not arrive from the layer")
+                except Exception as exc:
+                    failure = failure or exc
+                    continue
+            self.position = seq
+            run.append(message)
+        if run:
+            await self._outlet.fan_out(run)
+        if failure is not None:
+            raise failure
 
     async def catch_up(self, latest: int) -> None:
         """Fill up to `latest`, the store's last seq (reconciliation)."""
@@ -123,15 +152,6 @@ class Sequencer:
         async with self._lock:
             if not self.stopped and latest > self.position:
                 await self._fill(latest, "were committed but not received")
-
-    async def _accept(self, message: EventMessage) -> None:
-        seq = message["seq"]
-        if seq <= self.position:
-            return  # already handed on (from the store or an earlier message)
-        if seq > self.position + 1:
-            await self._fill(seq - 1, "did not arrive from the layer")
-        self.position = seq
-        await self._outlet.fan_out((message,))
 
     async def _fill(self, upto: int, why: str) -> None:
         """Hand on the seqs after the position up to `upto`, read from the store (lock held)."""

@@ -80,9 +80,11 @@ class TwistedTransport:
         "Performance notes"). When nothing is queued in Twisted for this connection, the same chunk
         (HTTP/1.1 chunked framing, as Twisted's toChunk writes it) is sent to the socket
         at once; whatever the kernel does not take goes to Twisted's buffer, so order is
-        kept and queued() still sees it. Anything unusual (a response finished, a
-        connection closing or closed, bytes already queued) answers False, and the
-        chunk takes the ordinary ASGI path.
+        kept and queued() still sees it. When bytes are already queued, the chunk goes
+        into Twisted's buffer behind them (Twisted joins its buffer into one send once
+        the socket is writable), rather than through daphne's reply path. Anything
+        unusual (a response finished, a connection closing or closed) answers False,
+        and the chunk takes the ordinary ASGI path.
         """
         request, tcp = self._request, self.tcp
         if (
@@ -91,20 +93,20 @@ class TwistedTransport:
             or request._disconnected
             or not tcp.connected
             or tcp.disconnecting
-            or tcp._tempDataLen
-            or len(tcp.dataBuffer) > tcp.offset
         ):
             return False
         chunk = b"%x\r\n%b\r\n" % (len(data), data)
-        try:
-            sent = tcp.socket.send(chunk)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            return False  # the connection is failing: let Twisted find out and report it
+        sent = 0
+        if not tcp._tempDataLen and len(tcp.dataBuffer) <= tcp.offset:
+            try:
+                sent = tcp.socket.send(chunk)
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                return False  # the connection is failing: let Twisted find out and report it
         request.sentLength += len(data)
         if sent < len(chunk):
-            tcp.write(chunk[sent:])
+            tcp.write(chunk[sent:] if sent else chunk)
         return True
 
     def queued(self) -> int:

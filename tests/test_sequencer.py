@@ -347,3 +347,52 @@ async def test_stopped_and_failed_channels_are_not_reconciled() -> None:
     failed.fail(ConnectionError("down"))
     await reconcile(store, [stopped, failed])
     assert store.queries == []
+
+
+# -- a pass's batch (the hub hands a channel's share of one pass at once) ---------------
+
+
+async def test_a_batch_in_order_is_handed_on_in_one_fan_out() -> None:
+    sequencer, outlet, _ = await started(position=0)
+    await sequencer.receive_many([message(1), message(2), message(3)])
+    assert outlet.batches == [[1, 2, 3]]
+    assert outlet.positions == [3]  # the position covers the batch before it is handed on
+
+
+async def test_a_batch_with_a_gap_and_a_duplicate_hands_each_seq_once_in_order() -> None:
+    store = FakeStore()
+    store.store(CHANNEL, 1, 2, 3, 4, 5, 6)
+    sequencer, outlet, _ = await started(position=0, store=store)
+    await sequencer.receive_many([message(1), message(2), message(2), message(4), message(1), message(5)])
+    # 3 is read from the store before 4, after what came before it was handed on.
+    assert outlet.batches == [[1, 2], [3], [4, 5]]
+    await sequencer.receive_many([message(5), message(6)])
+    assert outlet.handed == [1, 2, 3, 4, 5, 6]
+
+
+async def test_a_failing_fill_in_a_batch_does_not_stop_the_later_messages() -> None:
+    store = FakeStore()
+    store.store(CHANNEL, 1, 2, 3, 4)
+    sequencer, outlet, _ = await started(position=0, store=store)
+    calls = 0
+
+    async def down_once(*args):
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("the database is down")
+        return await FakeStore.page(store, *args)
+
+    store.page = down_once
+    with pytest.raises(ConnectionError):
+        await sequencer.receive_many([message(1), message(3), message(4)])
+    # 1 was handed on before the failing fill; 4 filled 2..3 as it would alone.
+    assert outlet.handed == [1, 2, 3, 4]
+
+
+async def test_a_batch_before_the_position_is_known_is_held_then_taken_in_order() -> None:
+    sequencer, outlet, _ = make()
+    await sequencer.receive_many([message(2), message(3), message(3)])
+    assert outlet.handed == []
+    await sequencer.start(1)
+    assert outlet.batches == [[2, 3]]

@@ -89,8 +89,12 @@ def test_what_the_kernel_does_not_take_is_queued_in_order() -> None:
     assert transport.write(b"hello") is True
     assert tcp.written == [b"ello\r\n"]
     assert transport.queued() == 6
-    # Bytes queued: the next chunk goes behind them, through the ordinary path.
-    assert transport.write(b"more") is False
+    # Bytes queued: the next chunk goes into Twisted's buffer behind them (not to the
+    # socket, which would put it ahead of them).
+    assert transport.write(b"more") is True
+    assert tcp.written == [b"ello\r\n", b"4\r\nmore\r\n"]
+    assert tcp.socket.sent == b"5\r\nh"
+    assert transport.queued() == 6 + 9
 
 
 def test_direct_writes_are_off_for_tls_unchunked_and_closing_connections() -> None:
