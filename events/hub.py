@@ -38,7 +38,7 @@ from events.layer_backlog import take_queued
 from events.liveness import Liveness
 from events.log import log_failure
 from events.membership import LAYER_TIMEOUT_SECONDS, Membership
-from events.messages import ChannelLayer, EventMessage, group_name, is_event
+from events.messages import EVENT_MESSAGE, ChannelLayer, EventMessage, group_name, is_event
 from events.presence import PresenceWriter
 from events.sequencer import StoredEvent
 
@@ -292,6 +292,8 @@ class Hub:
                     await self._hand_on_events(events)
                     events = []
                 reauth.logged_out(message.get("session"))
+            elif message.get("type") == EVENT_MESSAGE:
+                logger.warning("dropped a malformed event message from the channel layer: %.200r", message)
         if events:
             await self._hand_on_events(events)
 

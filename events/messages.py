@@ -38,8 +38,17 @@ class ChannelLayer(Protocol):
 
 
 def is_event(message: Mapping[str, Any]) -> TypeGuard[EventMessage]:
-    # Any other process may send on the layer: only the type is taken on trust.
-    return message.get("type") == EVENT_MESSAGE
+    """An event message with every field the hub reads, of the right type.
+
+    Any process may send on the layer (another version of this product, say): a message
+    of the event type that lacks a field must be dropped, not end the receive loop."""
+    return (
+        message.get("type") == EVENT_MESSAGE
+        and isinstance(message.get("channel"), str)
+        and type(message.get("seq")) is int
+        and isinstance(message.get("event"), str)
+        and isinstance(message.get("data"), str)
+    )
 
 
 def group_name(channel: str) -> str:

@@ -6,6 +6,7 @@ each stream its share as one chunk; a replay hands over the frames it held as on
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -127,3 +128,25 @@ async def test_other_layers_take_nothing_more_a_pass() -> None:
     await layer.send(name, {"type": "test"})
     assert take_queued(layer, name, max_messages=10, max_bytes=10_000) == []
     assert take_queued(object(), name, max_messages=10, max_bytes=10_000) == []
+
+
+async def test_a_malformed_event_message_is_dropped_and_the_hub_goes_on(monkeypatch) -> None:
+    """Any process may send on the layer: an event message without its seq (or with a
+    field of the wrong type) is logged and dropped; the events around it arrive."""
+    name = channel()
+    stream = await open_live(f"/events/{name}/")
+    # Once the site is loaded (its LOGGING setting resets the loggers' handlers).
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    monkeypatch.setattr(logging.getLogger("events.hub"), "handlers", [handler])
+    no_seq = {key: value for key, value in event(name, 2).items() if key != "seq"}
+    queue_for_hub([event(name, 1), no_seq, {**event(name, 2), "seq": "2"}, event(name, 2)])
+    events = await stream.events(2)
+    assert [(e["id"], e["data"]) for e in events] == [(f"{name}:1", "1"), (f"{name}:2", "2")]
+    assert sum("malformed event message" in r.getMessage() for r in records) == 2
+    # The receive loop is still running: a later event arrives too.
+    queue_for_hub([event(name, 3)])
+    events = await stream.events(3)  # every event the stream has had so far
+    assert [e["id"] for e in events] == [f"{name}:{n}" for n in (1, 2, 3)]
+    await stream.close()
