@@ -32,7 +32,7 @@ test: $(STAMP) $(LOCAL_KEY)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Lint, format and types (mypy, strict on events/: pyproject.toml).
-check lint: $(STAMP)
+check lint: $(STAMP) $(LOCAL_KEY)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy

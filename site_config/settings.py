@@ -81,7 +81,7 @@ def _local_secret_key() -> str:
         raise ImproperlyConfigured(
             "SECRET_KEY is not set: set it in the environment to a long random value "
             f"(DEBUG is off, and there is no development key at {LOCAL_SECRET_KEY_FILE}, "
-            "which `make run` and `make test` write)"
+            "which `make run`, `make test` and `make check` write)"
         ) from None
 
 
