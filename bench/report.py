@@ -178,22 +178,8 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
             groups.append(key)
     for n, rss_only in groups:
         by_system = {c["system"]: c for c in cases if c["n"] == n and c["rss_only"] == rss_only}
-        for label, getter, fmt, higher in RSS_METRICS if rss_only else LOAD_METRICS:
-            ours, peer, raw = (
-                getter(by_system[s]) if s in by_system else None for s in ("ours", "eventstream", "raw")
-            )
-            compare = label not in NO_RATIO
-            out.append(
-                [
-                    f"{n:,}",
-                    label,
-                    _fmt(ours, fmt),
-                    _fmt(peer, fmt),
-                    _ratio(ours, peer, higher, False) if compare else "",
-                    _fmt(raw, fmt),
-                    _ratio(ours, raw, higher, True) if compare else "",
-                ]
-            )
+        for metric in RSS_METRICS if rss_only else LOAD_METRICS:
+            out.append(_compared(f"{n:,}", metric, by_system))
     return out
 
 
@@ -216,23 +202,28 @@ def stress_rows(results: dict[str, Any]) -> list[list[str]]:
             count=phase.get("expected", 0) // max(some.get("open", {}).get("ready", 1), 1),
             batch=phase.get("batch", 1),
         )
-        for label, getter, fmt, higher in STRESS_METRICS:
-            ours, peer, raw = (
-                getter(by_system[s]) if s in by_system else None for s in ("ours", "eventstream", "raw")
-            )
-            compare = label not in NO_RATIO
-            out.append(
-                [
-                    title,
-                    label,
-                    _fmt(ours, fmt),
-                    _fmt(peer, fmt),
-                    _ratio(ours, peer, higher, False) if compare else "",
-                    _fmt(raw, fmt),
-                    _ratio(ours, raw, higher, True) if compare else "",
-                ]
-            )
+        for metric in STRESS_METRICS:
+            out.append(_compared(title, metric, by_system))
     return out
+
+
+SYSTEMS = ("ours", "eventstream", "raw")
+
+
+def _compared(first: str, metric: Any, by_system: dict[str, Any]) -> list[str]:
+    """One table row: a metric for each system, with ours' ratios to the peer and to raw."""
+    label, getter, fmt, higher = metric
+    ours, peer, raw = (getter(by_system[s]) if s in by_system else None for s in SYSTEMS)
+    compare = label not in NO_RATIO
+    return [
+        first,
+        label,
+        _fmt(ours, fmt),
+        _fmt(peer, fmt),
+        _ratio(ours, peer, higher, False) if compare else "",
+        _fmt(raw, fmt),
+        _ratio(ours, raw, higher, True) if compare else "",
+    ]
 
 
 PUBLISH_HEADER = [
