@@ -296,8 +296,14 @@ def _maybe_trim(events: list[Event]) -> None:
         return
     from events import store
 
+    # The newest seq of each due channel among these events: the trim's bound, read
+    # from them rather than from the channel's row.
+    last: dict[str, int] = {}
+    for event in events:
+        if event.channel in due:
+            last[event.channel] = max(event.seq, last.get(event.channel, 0))
     for channel in sorted(due):
         try:
-            store.trim(channel, keep)
+            store.trim(channel, keep, last[channel])
         except Exception:
             logger.exception("trimming channel %r failed", channel)

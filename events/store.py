@@ -15,6 +15,7 @@ The functions here are synchronous (Django ORM); async callers wrap them.
 from __future__ import annotations
 
 import functools
+import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -115,11 +116,55 @@ def _append_many(items: Sequence[tuple[str, str, str, bool]]) -> list[Event]:
     with transaction.atomic():
         last = _bump_many(counts)
         next_seq = {name: last[name] - count + 1 for name, count in counts.items()}
-        events = []
-        for channel, event_type, data, raw in items:
-            events.append(Event(channel=channel, seq=next_seq[channel], type=event_type, data=data, raw=raw))
-            next_seq[channel] += 1
+        seqs = []
+        for item in items:
+            seqs.append(next_seq[item[0]])
+            next_seq[item[0]] += 1
+        if connection.vendor == "postgresql":
+            return _insert_many_postgresql(items, seqs)
+        events = [
+            Event(channel=channel, seq=seq, type=event_type, data=data, raw=raw)
+            for (channel, event_type, data, raw), seq in zip(items, seqs, strict=True)
+        ]
         return Event.objects.bulk_create(events)
+
+
+def _insert_many_postgresql(items: Sequence[tuple[str, str, str, bool]], seqs: list[int]) -> list[Event]:
+    """Insert the items with their seqs in one statement whose rows travel as one JSON
+    parameter: quoting one string costs far less than Django's bulk_create quoting a
+    value (or an array element) per field per row on the client."""
+    created = timezone.now()
+    rows = json.dumps(
+        [
+            {"c": channel, "s": seq, "t": event_type, "d": data, "x": raw}
+            for (channel, event_type, data, raw), seq in zip(items, seqs, strict=True)
+        ],
+        ensure_ascii=False,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(_insert_many_sql(), [connection.ops.adapt_datetimefield_value(created), rows])
+        # Matched by (channel, seq), unique, so nothing rests on the order RETURNING uses.
+        ids = {(channel, seq): pk for channel, seq, pk in cursor.fetchall()}
+    # Positional arguments: the model's fast path, in the order of its fields.
+    return [
+        Event(ids[channel, seq], channel, seq, event_type, data, raw, created)
+        for (channel, event_type, data, raw), seq in zip(items, seqs, strict=True)
+    ]
+
+
+@functools.lru_cache(maxsize=1)
+def _insert_many_sql() -> str:
+    ops = connection.ops
+    table = ops.quote_name(Event._meta.db_table)
+    columns = ", ".join(ops.quote_name(c) for c in ("channel", "seq", "type", "data", "raw", "created"))
+    # WITH ORDINALITY and ORDER BY: ids are handed out in the items' order, as bulk_create does.
+    return (
+        f"INSERT INTO {table} ({columns}) "
+        "SELECT r.c, r.s, r.t, r.d, r.x, %s "
+        "FROM ROWS FROM (json_to_recordset(%s::json) AS (c text, s bigint, t text, d text, x boolean)) "
+        "WITH ORDINALITY AS r(c, s, t, d, x, n) ORDER BY r.n "
+        f"RETURNING {ops.quote_name('channel')}, {ops.quote_name('seq')}, {ops.quote_name('id')}"
+    )
 
 
 def _bump_many(counts: Mapping[str, int]) -> dict[str, int]:
@@ -186,13 +231,16 @@ def page_within(channel: str, after: int, upto: int, max_bytes: int, rows: int) 
     return events, total
 
 
-def trim(channel: str, keep: int) -> int:
+def trim(channel: str, keep: int, last: int | None = None) -> int:
     """Delete all but the newest `keep` events of a channel; returns how many went.
+    `last`: a seq the caller knows the channel has reached (one it just stored), which
+    spares reading the channel's row; the events after it count among those kept.
 
     It deletes by seq below a bound, never touching the channel row, so it does not
     wait on or block publishers of the channel.
     """
-    last = Channel.objects.filter(name=channel).values_list("last_seq", flat=True).first()
+    if last is None:
+        last = Channel.objects.filter(name=channel).values_list("last_seq", flat=True).first()
     if not last or last <= keep:
         return 0
     deleted, _ = Event.objects.filter(channel=channel, seq__lte=last - keep).delete()

@@ -120,3 +120,37 @@ def test_rolled_back_first_append_leaves_no_channel() -> None:
     assert not Channel.objects.filter(name=a).exists()
     assert store.last_seqs([a]) == {a: 0}
     assert store.append(a, "t", "2").seq == 1
+
+
+def test_append_many_returns_the_rows_it_stored() -> None:
+    # Interleaved channels, a raw event, text that needs escaping on its way to the
+    # database (quotes, backslashes, an escaped NUL in JSON, non-ASCII, line breaks):
+    # each returned Event is the stored row, field for field, ids rising in the items' order.
+    a, b = channel(), channel()
+    store.append(a, "t", "0")
+    items = [
+        (a, "t", '{"q":"\\"\\\\ \\u0000 é 🙂"}', False),
+        (b, "order-paid", "<li>a 'b' \\ c</li>\n<li>d</li>", True),
+        (a, "t", "[]", False),
+        (b, "t", "1", False),
+        (a, "u", "null", False),
+    ]
+    events = store.append_many(items)
+    assert [(e.channel, e.type, e.data, e.raw) for e in events] == items
+    assert [(e.channel, e.seq) for e in events] == [(a, 2), (b, 1), (a, 3), (b, 2), (a, 4)]
+    ids = [e.pk for e in events]
+    assert ids == sorted(ids)
+    fields = ("id", "channel", "seq", "type", "data", "raw", "created")
+    stored = {row["id"]: row for row in Event.objects.filter(pk__in=ids).values(*fields)}
+    assert [{name: getattr(e, name) for name in fields} for e in events] == [stored[pk] for pk in ids]
+
+
+def test_trim_up_to_a_seq_the_caller_knows() -> None:
+    a = channel()
+    for _ in range(10):
+        store.append(a, "t", "1")
+    # The events after the given seq (published meanwhile) count among those kept.
+    assert store.trim(a, 4, 8) == 4
+    assert seqs(a) == [5, 6, 7, 8, 9, 10]
+    assert store.trim(a, 4, 4) == 0
+    assert seqs(a) == [5, 6, 7, 8, 9, 10]
