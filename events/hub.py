@@ -120,6 +120,8 @@ class Hub:
         # The local streams on several channels: while there is one, a pass keeps the
         # order between channels (events/batching.py).
         self.spanning: set[Stream] = set()
+        # Join tasks in flight (see subscribe).
+        self._joining: set[asyncio.Task[None]] = set()
         self.store = Store()
         self.positions = PositionReader(self.store)
         self.membership = Membership(layer, wanted=self.channels)
@@ -167,11 +169,12 @@ class Hub:
 
     async def aclose(self) -> None:
         self.positions.cancel()
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._joining]
+        for task in tasks:
             task.cancel()
-        if self._tasks:
+        if tasks:
             # Bounded: a task stuck in a layer call must not hold up a shutdown.
-            await asyncio.wait(self._tasks, timeout=LAYER_TIMEOUT_SECONDS)
+            await asyncio.wait(tasks, timeout=LAYER_TIMEOUT_SECONDS)
         self._tasks = []
         await self.presence.aclose()  # a clean stop removes this process's counts at once
         channels = self._forget_all()
@@ -197,12 +200,19 @@ class Hub:
             channel = self.channels.get(name)
             if channel is None:
                 channel = self.channels[name] = LocalChannel(name, self.store)
-                joins.append(asyncio.create_task(self._join(channel)))
+                join = asyncio.create_task(self._join(channel))
+                # Held here until done: a shielded task that nothing else holds could be
+                # collected mid-way once its first waiter is cancelled.
+                self._joining.add(join)
+                join.add_done_callback(self._joining.discard)
+                joins.append(join)
             channel.subscribers.add(stream)
         self.presence.changed()
         if joins:
-            # A failed join is reported through the sequencer's error below.
-            await asyncio.gather(*joins, return_exceptions=True)
+            # A failed join is reported through the sequencer's error below. Shielded:
+            # other streams of the channel wait for the same join, so cancelling this
+            # stream (its client gone, a shutdown) must not cancel the join itself.
+            await asyncio.gather(*(asyncio.shield(join) for join in joins), return_exceptions=True)
         if stream not in self.streams:
             # Ended while joining: the caller sees it closed and leaves; no position.
             return dict.fromkeys(stream.channels, 0)
@@ -252,7 +262,10 @@ class Hub:
                 del self.channels[name]
                 sequencer.stop()
             return
-        await sequencer.start(position)
+        try:
+            await sequencer.start(position)
+        except Exception as exc:  # a gap in the early messages the store cannot fill now
+            log_failure(logger, exc, "catching up channel %r after joining failed", name)
 
     async def probe(self, timeout: float) -> None:
         """Return once a message has come in through this process's own subscription

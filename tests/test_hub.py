@@ -10,6 +10,7 @@ from asgiref.sync import sync_to_async
 
 from events import asend_event, liveness, store
 from events.consumers import EventStreamConsumer
+from events.hub import get_hub
 from site_config.asgi import application
 from tests.streams import Stream, channel, open_live
 
@@ -92,3 +93,55 @@ async def test_live_frames_held_during_a_replay_are_bounded_in_bytes(settings) -
     assert ended == []
     await consumer.deliver("c", 11, frame, frame)
     assert ended == [True]
+
+
+class QuietStream:
+    """A stream as the hub sees it, recording nothing: only its channels matter here."""
+
+    last_write = 0.0
+
+    def __init__(self, *channels: str) -> None:
+        self.channels = channels
+
+    async def deliver(self, channel, seq, frame, body) -> None:
+        pass
+
+    async def deliver_batch(self, channel, batch, chunk) -> None:
+        pass
+
+    async def heartbeat(self) -> None:
+        pass
+
+    async def close_stream(self, *, reason) -> None:
+        pass
+
+
+async def test_a_stream_cancelled_while_joining_does_not_strand_the_channels_other_streams(
+    monkeypatch,
+) -> None:
+    """The stream that started a channel's join is cancelled (daphne ends an application
+    whose client left, or shuts down) while another stream of the channel waits for the
+    same join: the join still completes, and the other stream gets its position."""
+    hub = get_hub()
+    await hub.subscribe(QuietStream(channel()))  # the hub started, its layer channel made
+    release = asyncio.Event()
+    real_join = hub.membership.join
+
+    async def slow_join(name, still_wanted):
+        await release.wait()
+        return await real_join(name, still_wanted)
+
+    monkeypatch.setattr(hub.membership, "join", slow_join)
+    name = channel()
+    first, second = QuietStream(name), QuietStream(name)
+    starting = asyncio.create_task(hub.subscribe(first))
+    await asyncio.sleep(0.05)
+    waiting = asyncio.create_task(hub.subscribe(second))
+    await asyncio.sleep(0.05)
+    starting.cancel()
+    await asyncio.gather(starting, return_exceptions=True)
+    release.set()
+    positions = await asyncio.wait_for(waiting, timeout=5)
+    assert positions == {name: 0}
+    await hub.unsubscribe(first)
+    await hub.unsubscribe(second)
