@@ -280,7 +280,8 @@ class Hub:
             messages = [await receive(channel_name)]
             # Whatever else is already queued, in the same pass: a burst, or a backlog
             # behind a busy event loop, reaches each stream as one chunk. Bounded so
-            # that one pass's chunk never comes near a stream's slow-reader bound.
+            # that one pass stays a fraction of a stream's slow-reader bound (which counts
+            # only the bytes queued before a write: consumers.EventStreamConsumer.write).
             messages += take_queued(layer, channel_name, MESSAGES_PER_PASS, conf.max_queued_bytes // 4)
             # Any message proves the layer alive, not only our ping: behind a long
             # backlog of events the ping itself may take longer than its timeout.

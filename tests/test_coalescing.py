@@ -150,3 +150,53 @@ async def test_a_malformed_event_message_is_dropped_and_the_hub_goes_on(monkeypa
     events = await stream.events(3)  # every event the stream has had so far
     assert [e["id"] for e in events] == [f"{name}:{n}" for n in (1, 2, 3)]
     await stream.close()
+
+
+class UnreadTransport:
+    """A connection whose client has taken nothing yet: every byte written stays queued."""
+
+    bounded = True
+
+    def __init__(self) -> None:
+        self.held = 0
+        self.aborted = False
+
+    def start_direct(self) -> None:
+        pass
+
+    def write(self, data: bytes) -> bool:
+        self.held += len(data)
+        return True
+
+    def queued(self) -> int:
+        return self.held
+
+    def abort(self) -> bool:
+        self.aborted = True
+        return True
+
+    async def drain(self, timeout: float) -> None:
+        pass
+
+
+async def test_one_chunk_larger_than_the_bound_does_not_end_a_reader_only_bytes_left_waiting(
+    settings,
+) -> None:
+    """A pass's chunk can exceed EVENTS_MAX_QUEUED_BYTES once framed for a stream (many
+    events, a long id covering many channels): the bound applies to what was queued
+    before a write and is still not taken, so a client that reads is never ended for
+    one chunk, and one that does not read is ended at its next write."""
+    settings.EVENTS_MAX_QUEUED_BYTES = 1_000
+    consumer = EventStreamConsumer()
+    consumer.channels = ("c",)
+    consumer.phase = LIVE
+    transport = UnreadTransport()
+    consumer.transport = transport
+    await consumer.write(b"x" * 5_000)
+    assert consumer.phase is LIVE and not transport.aborted
+    transport.held = 0  # the client took it all
+    await consumer.write(b"y" * 5_000)
+    assert consumer.phase is LIVE and not transport.aborted
+    # It takes nothing more: the next write finds 5,000 bytes still waiting.
+    await consumer.write(b"z" * 10)
+    assert transport.aborted
