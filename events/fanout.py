@@ -65,7 +65,10 @@ class LocalChannel:
             try:
                 await stream.deliver_batch(name, batch, chunk)
             except Exception:
-                logger.exception("writing to a stream failed")
+                # Its position has moved past events it may not have: end it, and the
+                # client resumes from what it has.
+                logger.exception("writing to a stream failed; ending it")
+                await close_all([stream], "error")
         # Once per event, not per stream: the fan-out stays free of metric calls.
         for message in events:
             metrics.delivered(len(streams), message.get("committed_at"))

@@ -294,12 +294,14 @@ class Hub:
             await asyncio.sleep(0)
             await self._hand_on(messages)
 
-    async def _hand_on(self, messages: list[dict[str, Any]]) -> None:
+    async def _hand_on(self, messages: list[Any]) -> None:
         """One pass: the events between two logouts (or the ends of the pass) grouped
         by channel, each group to its sequencer at once; a logout where it came."""
         events: list[EventMessage] = []
         for message in messages:
-            if is_event(message):
+            if not isinstance(message, dict):
+                logger.warning("dropped a message from the channel layer that is not a dict: %.200r", message)
+            elif is_event(message):
                 events.append(message)
             elif message.get("type") == reauth.LOGOUT_MESSAGE:
                 if events:

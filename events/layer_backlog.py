@@ -5,7 +5,7 @@ loop, a layer object whose `channels[name]` is an asyncio.Queue of the raw bytes
 from Redis; its `receive()` takes one of them and deserializes it. Once a receive has
 returned, the hub takes what else is already in that queue, in the same order, so that
 a burst or a backlog is fanned out in one pass (events/hub.py). This reads the layer's
-private structure (tests/test_layer_backlog.py pins it): under any other layer nothing
+private structure (tests/test_coalescing.py pins it): under any other layer nothing
 more is taken here, and the hub handles one message a pass.
 """
 

@@ -207,7 +207,8 @@ def delivered(streams: int, committed_at: float | None) -> None:
     """One event fanned out to `streams` local streams; `committed_at` is the Unix time
     its publisher put in the message (None for events read from the store)."""
     DELIVERIES.inc(streams)
-    if committed_at is not None:
+    # From another process's message: anything but a number is no commit time.
+    if isinstance(committed_at, (int, float)):
         # Clocks of two hosts may disagree by a little: never a negative lag.
         DELIVERY_LAG.observe(max(0.0, time.time() - committed_at))
 

@@ -198,5 +198,11 @@ async def reconcile(store: StoreReader, sequencers: Iterable[Sequencer]) -> None
     if not started:
         return
     latest = await store.last_seqs(list(started))
+    failed: BaseException | None = None
     for name, sequencer in started.items():
-        await sequencer.catch_up(latest[name])
+        try:
+            await sequencer.catch_up(latest[name])
+        except Exception as exc:  # the others are still caught up; the first error is raised
+            failed = failed or exc
+    if failed is not None:
+        raise failed

@@ -88,7 +88,8 @@ class TwistedTransport:
         """
         request, tcp = self._request, self.tcp
         if (
-            request is None
+            not data  # an empty chunk is the chunked encoding's end of the response
+            or request is None
             or request.finished
             or request._disconnected
             or not tcp.connected

@@ -27,7 +27,7 @@ def event(name: str, seq: int) -> dict:
     return {"type": EVENT_MESSAGE, "channel": name, "seq": seq, "event": "message", "data": str(seq)}
 
 
-def queue_for_hub(messages: list[dict]) -> None:
+def queue_for_hub(messages: list) -> None:
     """Put messages in the hub's layer queue all at once, as a burst read from Redis
     lands there (no await in between: the hub finds them all queued)."""
     hub = running_hub()
@@ -141,10 +141,12 @@ async def test_a_malformed_event_message_is_dropped_and_the_hub_goes_on(monkeypa
     handler.emit = records.append  # type: ignore[method-assign]
     monkeypatch.setattr(logging.getLogger("events.hub"), "handlers", [handler])
     no_seq = {key: value for key, value in event(name, 2).items() if key != "seq"}
-    queue_for_hub([event(name, 1), no_seq, {**event(name, 2), "seq": "2"}, event(name, 2)])
+    not_a_dict = ["events.event", name, 2]
+    queue_for_hub([event(name, 1), no_seq, not_a_dict, {**event(name, 2), "seq": "2"}, event(name, 2)])
     events = await stream.events(2)
     assert [(e["id"], e["data"]) for e in events] == [(f"{name}:1", "1"), (f"{name}:2", "2")]
     assert sum("malformed event message" in r.getMessage() for r in records) == 2
+    assert sum("not a dict" in r.getMessage() for r in records) == 1
     # The receive loop is still running: a later event arrives too.
     queue_for_hub([event(name, 3)])
     events = await stream.events(3)  # every event the stream has had so far

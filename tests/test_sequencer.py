@@ -396,3 +396,21 @@ async def test_a_batch_before_the_position_is_known_is_held_then_taken_in_order(
     assert outlet.handed == []
     await sequencer.start(1)
     assert outlet.batches == [[2, 3]]
+
+
+async def test_one_channel_failing_its_catch_up_does_not_stop_the_others() -> None:
+    store = FakeStore()
+    store.store("a", 1, 2)
+    store.store("b", 1, 2)
+    a, a_out, _ = make(store, "a")
+    b, b_out, _ = make(store, "b")
+    await a.start(0)
+    await b.start(0)
+
+    async def broken_fan_out(events) -> None:
+        raise RuntimeError("a bug in a's outlet")
+
+    a_out.fan_out = broken_fan_out
+    with pytest.raises(RuntimeError, match="a bug"):
+        await reconcile(store, [a, b])
+    assert b_out.handed == [1, 2]  # b after a, caught up all the same

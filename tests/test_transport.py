@@ -135,3 +135,14 @@ def test_buffered_body() -> None:
     body.close()
     assert buffered_body(daphne_send(TCP(), content=body)[0]) is None
     assert buffered_body(lambda message: None) is None
+
+
+def test_an_empty_chunk_never_goes_to_the_socket() -> None:
+    """`0\\r\\n\\r\\n` is the chunked encoding's end of the response: an empty write is
+    left to the ASGI path (which sends nothing for an empty body chunk)."""
+    tcp = TCP()
+    send, _ = daphne_send(tcp)
+    transport = transport_for({SERVER_SEND_KEY: send})
+    transport.start_direct()
+    assert transport.write(b"") is False
+    assert tcp.socket.sent == b""
