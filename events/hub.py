@@ -9,9 +9,10 @@ SSE channel that has local streams, and hands every event to those streams. Its 
 - events/liveness.py: the ping through the hub's own subscription, and what a lost
   layer ends;
 - events/upkeep.py: heartbeats, and reconciliation with the store;
+- events/receiver.py: the receive loop, a pass of layer messages at a time;
 - events/layer_backlog.py: the messages already queued for the hub, taken in one pass;
 - events/presence.py: the subscriber counts in Redis.
-The receive loop (here: the hot path), the heartbeats, the ping, the reconciliation and
+The receive loop (the hot path), the heartbeats, the ping, the reconciliation and
 the subscriber counts each run as a task of their own.
 
 A stream added to a channel is handed everything after the channel's position at that
@@ -30,16 +31,14 @@ from typing import Any
 from channels.layers import get_channel_layer
 
 from events import metrics, reauth, store, upkeep
-from events.batching import by_channel
-from events.conf import conf
 from events.db import stream_db
 from events.fanout import LocalChannel, Stream, close_all
-from events.layer_backlog import take_queued
 from events.liveness import Liveness
 from events.log import log_failure
 from events.membership import LAYER_TIMEOUT_SECONDS, Membership
-from events.messages import EVENT_MESSAGE, ChannelLayer, EventMessage, group_name, is_event
+from events.messages import ChannelLayer, group_name
 from events.presence import PresenceWriter
+from events.receiver import Receiver
 from events.sequencer import StoredEvent
 
 __all__ = ["Hub", "Stream", "close_hub", "get_hub", "running_hub"]
@@ -50,8 +49,6 @@ _last_seqs = stream_db(store.last_seqs)
 _page = stream_db(store.page)
 # Channel positions read in one query at most (PositionReader).
 POSITIONS_PER_QUERY = 500
-# Layer messages handled in one pass of the receive loop at most.
-MESSAGES_PER_PASS = 1000
 
 
 class Store:
@@ -126,6 +123,7 @@ class Hub:
         self.positions = PositionReader(self.store)
         self.membership = Membership(layer, wanted=self.channels)
         self.liveness = Liveness(self.membership, self._drop_all)
+        self.receiver = Receiver(layer, self.channels, self.spanning, self.liveness.arrivals)
         # Subscriber counts in Redis: told of every change to a channel's subscribers.
         self.presence = PresenceWriter(self)
         self._started: asyncio.Future[None] | None = None
@@ -153,7 +151,7 @@ class Hub:
             self._tasks = [
                 asyncio.create_task(coroutine, name=name, context=contextvars.Context())
                 for coroutine, name in (
-                    (self._receive(channel_name), "events-hub-receive"),
+                    (self.receiver.run(channel_name), "events-hub-receive"),
                     (upkeep.heartbeats(self.streams), "events-hub-heartbeat"),
                     (self.liveness.run(lambda: len(self.streams)), "events-hub-liveness"),
                     (
@@ -273,56 +271,6 @@ class Hub:
         (/healthz asks here)."""
         await self._ensure_started()
         await self.liveness.probe(timeout)
-
-    async def _receive(self, channel_name: str) -> None:
-        layer, receive, arrivals = self.layer, self.layer.receive, self.liveness.arrivals
-        while True:
-            messages = [await receive(channel_name)]
-            # Whatever else is already queued, in the same pass: a burst, or a backlog
-            # behind a busy event loop, reaches each stream as one chunk. Bounded so
-            # that one pass stays a fraction of a stream's slow-reader bound (which counts
-            # only the bytes queued before a write: consumers.EventStreamConsumer.write).
-            messages += take_queued(layer, channel_name, MESSAGES_PER_PASS, conf.max_queued_bytes // 4)
-            # Any message proves the layer alive, not only our ping: behind a long
-            # backlog of events the ping itself may take longer than its timeout.
-            for arrival in arrivals:
-                if not arrival.done():
-                    arrival.set_result(None)
-            # Let the event loop run between two passes: a backlog taken from the
-            # layer's queue would otherwise be fanned out without Twisted ever
-            # flushing a socket in between (and slow-reader limits would trip).
-            await asyncio.sleep(0)
-            await self._hand_on(messages)
-
-    async def _hand_on(self, messages: list[Any]) -> None:
-        """One pass: the events between two logouts (or the ends of the pass) grouped
-        by channel, each group to its sequencer at once; a logout where it came."""
-        events: list[EventMessage] = []
-        for message in messages:
-            if not isinstance(message, dict):
-                logger.warning("dropped a message from the channel layer that is not a dict: %.200r", message)
-            elif is_event(message):
-                events.append(message)
-            elif message.get("type") == reauth.LOGOUT_MESSAGE:
-                if events:
-                    await self._hand_on_events(events)
-                    events = []
-                reauth.logged_out(message.get("session"))
-            elif message.get("type") == EVENT_MESSAGE:
-                logger.warning("dropped a malformed event message from the channel layer: %.200r", message)
-        if events:
-            await self._hand_on_events(events)
-
-    async def _hand_on_events(self, events: list[EventMessage]) -> None:
-        channels = self.channels
-        for group in by_channel(events, keep_interleaving=bool(self.spanning)):
-            channel = channels.get(group[0]["channel"])
-            if channel is None:
-                continue
-            try:
-                await channel.sequencer.receive_many(group)
-            except Exception as exc:  # a gap to fill while the store is down, say
-                log_failure(logger, exc, "delivering %s:%s failed", channel.name, group[-1]["seq"])
 
     def _forget_all(self) -> list[str]:
         names = list(self.channels)

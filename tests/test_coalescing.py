@@ -139,7 +139,7 @@ async def test_a_malformed_event_message_is_dropped_and_the_hub_goes_on(monkeypa
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append  # type: ignore[method-assign]
-    monkeypatch.setattr(logging.getLogger("events.hub"), "handlers", [handler])
+    monkeypatch.setattr(logging.getLogger("events.receiver"), "handlers", [handler])
     no_seq = {key: value for key, value in event(name, 2).items() if key != "seq"}
     not_a_dict = ["events.event", name, 2]
     queue_for_hub([event(name, 1), no_seq, not_a_dict, {**event(name, 2), "seq": "2"}, event(name, 2)])
