@@ -32,21 +32,21 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from channels.exceptions import StopConsumer
 
-from events import access, admission, cors, metrics, rejection, resume, sse
+from events import access, admission, cors, metrics, rejection, resume, shutdown, sse
 from events.access_watch import AccessWatch
 from events.conf import conf
+from events.frames import Frame, framed, unwritten
 from events.http_consumer import PlainHttpConsumer
 from events.hub import get_hub
 from events.log import log_failure
 from events.positions import format_position
 from events.rejection import Rejection
-from events.resume import NOTHING_HELD, Frame, HeldFrames
+from events.resume import NOTHING_HELD, HeldFrames
 from events.stream_request import client_address, parse_stream_request
 from events.transport import ASGI_ONLY, Transport, transport_for
 
@@ -65,12 +65,6 @@ class Phase(enum.Enum):
 
 # Module names for the hot path: no class attribute lookup per frame.
 CHECKING, REPLAYING, LIVE, CLOSED = Phase.CHECKING, Phase.REPLAYING, Phase.LIVE, Phase.CLOSED
-# At shutdown, clients are told to come back after retry + up to this much, spread at
-# random, so that they do not all reconnect in the same instant.
-SHUTDOWN_RETRY_SPREAD_MS = 10_000
-# daphne drops every connection right after the applications have ended, discarding
-# unsent bytes; a stream waits this long at most for its last frame to leave.
-SHUTDOWN_DRAIN_SECONDS = 2.0
 STREAM_HEADERS = [
     (b"Content-Type", b"text/event-stream"),
     (b"Cache-Control", b"no-cache"),
@@ -80,21 +74,25 @@ CHECK_FAILED = "the server could not check this request; try again"
 SLOW_READER = "stream %s has %d bytes queued for a client that does not read; ending it"
 
 
+# The stream's own attributes, in slots: each open stream holds one consumer for its
+# lifetime, and the instance dict Channels' classes give it would grow past a resize
+# with these in it.
+STREAM_SLOTS = (
+    "phase",
+    "channels",
+    "positions",
+    "held",
+    "last_write",
+    "transport",
+    "ticket",
+    "_hub",
+    "end_reason",
+    "_watch",
+)
+
+
 class EventStreamConsumer(PlainHttpConsumer):
-    # Slots: each open stream holds one of these for its lifetime, and the instance
-    # dict Channels' classes give it would grow past a resize with these in it.
-    __slots__ = (
-        "phase",
-        "channels",
-        "positions",
-        "held",
-        "last_write",
-        "transport",
-        "ticket",
-        "_hub",
-        "end_reason",
-        "_watch",
-    )
+    __slots__ = STREAM_SLOTS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -180,15 +178,14 @@ class EventStreamConsumer(PlainHttpConsumer):
         self.phase, self.held = REPLAYING, HeldFrames.for_replay()
 
     async def go_live(self) -> None:
-        """The replay is written: the frames held meanwhile (as one write), then live
-        delivery."""
+        """The replay is written: the frames held meanwhile (one write), then live."""
         while batch := self.held.take():
             await self._emit(batch)
         if self.phase is REPLAYING:
             self.phase, self.held = LIVE, NOTHING_HELD
 
     def framed(self, body: bytes) -> bytes:
-        return sse.id_line(format_position(self.positions, self.channels)) + body
+        return framed(self.positions, self.channels, body)
 
     async def deliver(self, channel: str, seq: int, frame: bytes, body: bytes) -> None:
         await self.deliver_batch(channel, ((channel, seq, frame, body),), frame)
@@ -210,18 +207,9 @@ class EventStreamConsumer(PlainHttpConsumer):
             await self.close_stream(abort=True, reason="fell_behind")
 
     async def _emit(self, batch: Sequence[Frame]) -> None:
-        """Write what the stream has not had yet (the duplicate and position rules per
-        frame), in one write."""
-        positions, single = self.positions, len(self.channels) == 1
-        parts = []
-        for channel, seq, frame, body in batch:
-            if seq <= positions.get(channel, 0):
-                continue
-            positions[channel] = seq
-            # One channel: the hub's encoding, shared by all such streams.
-            parts.append(frame if single else self.framed(body))
-        if parts:
-            await self.write(parts[0] if len(parts) == 1 else b"".join(parts))
+        data = unwritten(batch, self.positions, self.channels)
+        if data:
+            await self.write(data)
 
     async def heartbeat(self) -> None:
         await self.write(sse.HEARTBEAT)
@@ -236,11 +224,9 @@ class EventStreamConsumer(PlainHttpConsumer):
         transport = self.transport
         if not transport.write(data):
             await self.send({"type": "http.response.body", "body": data, "more_body": True})
-        # What was queued before this write and is still not taken: a client that reads
-        # is never ended for one large chunk (a pass of many events, say), only for
-        # bytes it has left waiting. Nothing queued is the usual case: skip reading the
-        # setting (a Django settings lookup per write costs more than the rest of the
-        # write: ARCHITECTURE.md, "Performance notes").
+        # The bound counts what was queued before this write and is still not taken;
+        # nothing queued skips reading the setting (ARCHITECTURE.md, "Invariants" and
+        # "Performance notes").
         queued = transport.queued()
         if queued and queued - len(data) > conf.max_queued_bytes:
             logger.warning(SLOW_READER, self.channels, queued)
@@ -293,16 +279,9 @@ class EventStreamConsumer(PlainHttpConsumer):
         try:
             await super().__call__(scope, receive, send)
         except asyncio.CancelledError:
-            # daphne cancels every application at shutdown (SIGTERM). The connection is
-            # still open here: end the stream with a jittered retry so that thousands
-            # of browsers do not all come back in the same millisecond.
+            # daphne cancels every application at shutdown (SIGTERM).
             if self.phase is REPLAYING or self.phase is LIVE:
-                retry = conf.retry_ms + random.randint(0, SHUTDOWN_RETRY_SPREAD_MS)
-                try:
-                    await self.close_stream(final=sse.format_retry(retry), reason="shutdown")
-                    await self.transport.drain(SHUTDOWN_DRAIN_SECONDS)
-                except Exception:
-                    logger.debug("could not end a stream at shutdown", exc_info=True)
+                await shutdown.end_stream(self, self.transport)
             raise
         finally:
             # Also when daphne cancels us (at shutdown, or outliving the connection).

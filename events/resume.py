@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from events import metrics, replay, sse, store
 from events.conf import conf
 from events.db import stream_db
+from events.frames import Frame
 from events.positions import format_position, parse_position
 from events.transport import Transport
 
@@ -43,8 +44,6 @@ MAX_PENDING_FRAMES = 10_000
 PENDING_BYTES_FACTOR = 4
 
 Bounds = tuple[dict[str, int], dict[str, int | None]]
-# A live event as the hub hands it to a stream: channel, seq, frame, body.
-Frame = tuple[str, int, bytes, bytes]
 
 
 class HeldFrames:
