@@ -296,14 +296,19 @@ def _maybe_trim(events: list[Event]) -> None:
         return
     from events import store
 
-    # The newest seq of each due channel among these events: the trim's bound, read
-    # from them rather than from the channel's row.
+    # The bounds of each due channel's seqs among these events: the newest is the trim's
+    # bound, read from them rather than from the channel's row; the oldest says where
+    # earlier trims left off (each seq that is a multiple of the step trimmed up to
+    # itself less `keep`), less one more step in case the last of them failed.
+    first: dict[str, int] = {}
     last: dict[str, int] = {}
     for event in events:
         if event.channel in due:
+            first[event.channel] = min(event.seq, first.get(event.channel, event.seq))
             last[event.channel] = max(event.seq, last.get(event.channel, 0))
     for channel in sorted(due):
+        above = max(0, first[channel] - 1 - keep - 2 * step)
         try:
-            store.trim(channel, keep, last[channel])
+            store.trim(channel, keep, last[channel], above)
         except Exception:
             logger.exception("trimming channel %r failed", channel)

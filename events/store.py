@@ -231,17 +231,37 @@ def page_within(channel: str, after: int, upto: int, max_bytes: int, rows: int) 
     return events, total
 
 
-def trim(channel: str, keep: int, last: int | None = None) -> int:
+def trim(channel: str, keep: int, last: int | None = None, above: int = 0) -> int:
     """Delete all but the newest `keep` events of a channel; returns how many went.
     `last`: a seq the caller knows the channel has reached (one it just stored), which
     spares reading the channel's row; the events after it count among those kept.
+    `above`: a seq at or below which the caller knows earlier trims have deleted
+    everything, so the delete starts there.
+
+    Why `above` matters on PostgreSQL: a delete leaves dead index entries until vacuum,
+    and a delete of "everything up to N" walks all of them from the channel's first seq
+    on, so each trim of a busy channel costs more than the last (ARCHITECTURE.md,
+    "Performance notes").
 
     It deletes by seq below a bound, never touching the channel row, so it does not
     wait on or block publishers of the channel.
     """
     if last is None:
         last = Channel.objects.filter(name=channel).values_list("last_seq", flat=True).first()
-    if not last or last <= keep:
+    if not last or last - keep <= above:
         return 0
-    deleted, _ = Event.objects.filter(channel=channel, seq__lte=last - keep).delete()
-    return deleted
+    with connection.cursor() as cursor:
+        cursor.execute(_trim_sql(), [channel, above, last - keep])
+        return int(cursor.rowcount)
+
+
+@functools.lru_cache(maxsize=1)
+def _trim_sql() -> str:
+    # A plain statement: the ORM's delete() first builds a collector for cascades and
+    # signals, which events never have.
+    ops = connection.ops
+    return (
+        f"DELETE FROM {ops.quote_name(Event._meta.db_table)} "
+        f"WHERE {ops.quote_name('channel')} = %s AND {ops.quote_name('seq')} > %s "
+        f"AND {ops.quote_name('seq')} <= %s"
+    )

@@ -15,7 +15,7 @@ from channels.layers import channel_layers
 from django.db import transaction
 from django.test import override_settings
 
-from events import asend_event, broadcaster, send_event
+from events import asend_event, broadcaster, send_event, send_events
 from events.models import Channel, Event
 from tests.layer_probe import GroupListener, layer_without_redis
 from tests.streams import channel
@@ -381,6 +381,57 @@ def test_history_is_trimmed_to_the_limit(settings) -> None:
     # A batch of max(1, 10 // 10) = 1: every publish past the limit trims.
     assert [row[0] for row in stored(name)] == list(range(16, 26))
     assert [row[0] for row in stored(other)] == [1, 2, 3, 4, 5]
+
+
+def test_bulk_sends_keep_the_history_at_the_limit(settings) -> None:
+    settings.EVENTS_HISTORY_PER_CHANNEL = 20
+    name = channel()
+    oldest = 1
+    for round_ in range(1, 11):
+        send_events([{"channel": name, "data": n} for n in range(7)])
+        last = 7 * round_
+        # A list with a seq past the limit that is a multiple of the batch (2) trims
+        # back to the newest 20; the first such list is seqs 15..21, whose 21 is odd.
+        if last > 21:
+            oldest = last - 19
+        assert [row[0] for row in stored(name)] == list(range(oldest, last + 1))
+
+
+def test_a_failed_trim_is_made_up_by_the_next(settings, monkeypatch) -> None:
+    from events import store
+
+    settings.EVENTS_HISTORY_PER_CHANNEL = 20
+    name = channel()
+    real_trim, calls = store.trim, []
+
+    def failing_once(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError("the database went away")
+        return real_trim(*args, **kwargs)
+
+    monkeypatch.setattr(store, "trim", failing_once)
+    for n in range(22):
+        send_event(name, n)
+    assert [row[0] for row in stored(name)][0] == 1  # seq 22's trim failed
+    send_event(name, 22)
+    send_event(name, 23)  # seq 24: trims what 22 should have, too
+    assert [row[0] for row in stored(name)] == list(range(5, 25))
+
+
+def test_a_trim_starts_where_the_last_one_left_off(settings) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.EVENTS_HISTORY_PER_CHANNEL = 20
+    name = channel()
+    send_events([{"channel": name, "data": n} for n in range(100)])
+    with CaptureQueriesContext(connection) as queries:
+        send_events([{"channel": name, "data": n} for n in range(10)])  # seqs 101..110
+    (delete,) = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("DELETE")]
+    # Not from the channel's first seq: seqs up to 80 went with the first list.
+    assert [row[0] for row in stored(name)] == list(range(91, 111))
+    assert "> 76 AND" in delete  # 101 - 1 - 20 - 2 * 2: one step more than it needs
 
 
 def test_history_is_trimmed_in_batches(settings) -> None:

@@ -154,3 +154,13 @@ def test_trim_up_to_a_seq_the_caller_knows() -> None:
     assert seqs(a) == [5, 6, 7, 8, 9, 10]
     assert store.trim(a, 4, 4) == 0
     assert seqs(a) == [5, 6, 7, 8, 9, 10]
+
+
+def test_trim_above_a_seq_leaves_what_is_below_it() -> None:
+    a = channel()
+    for _ in range(10):
+        store.append(a, "t", "1")
+    # Everything at or below `above` is the caller's to know gone: it is not looked at.
+    assert store.trim(a, 4, 10, above=3) == 3
+    assert seqs(a) == [1, 2, 3, 7, 8, 9, 10]
+    assert store.trim(a, 4, 10, above=6) == 0
