@@ -38,15 +38,18 @@ EVENT_FIELDS = frozenset({"channel", "event", "data", "text"})
 Prepared = tuple[str, str, str, bool]
 
 
-def within_limit(data: str, unit: str = "bytes") -> str:
-    """`data` if its UTF-8 form fits EVENTS_MAX_PAYLOAD_BYTES, else ValueError."""
-    size, limit = len(data.encode()), conf.max_payload_bytes
+def within_limit(data: str, unit: str = "bytes", limit: int | None = None) -> str:
+    """`data` if its UTF-8 form fits `limit` (default EVENTS_MAX_PAYLOAD_BYTES), else
+    ValueError."""
+    if limit is None:
+        limit = conf.max_payload_bytes
+    size = len(data.encode())
     if size > limit:
         raise ValueError(f"event data is {size} {unit}, over the limit of {limit} bytes")
     return data
 
 
-def encode_payload(data: Any) -> str:
+def encode_payload(data: Any, limit: int | None = None) -> str:
     """The payload as compact JSON, or ValueError naming what is wrong with it."""
     try:
         encoded = sse.dumps(data)
@@ -54,10 +57,10 @@ def encode_payload(data: Any) -> str:
         raise ValueError(f"event data is not JSON-serialisable: {exc}") from exc
     except RecursionError as exc:
         raise ValueError("event data is nested too deeply to serialise") from exc
-    return within_limit(encoded, "bytes as JSON")
+    return within_limit(encoded, "bytes as JSON", limit)
 
 
-def encode_text(text: Any) -> str:
+def encode_text(text: Any, limit: int | None = None) -> str:
     """A raw event's data: the string as given, line breaks normalised to LF (each line
     goes out as its own `data:` field either way), or ValueError."""
     if not isinstance(text, str):
@@ -66,7 +69,7 @@ def encode_text(text: Any) -> str:
         # Browsers keep NUL in data, but no database text column stores it reliably.
         raise ValueError("raw event data contains a NUL character")
     try:
-        return within_limit(sse.normalise_line_breaks(text))
+        return within_limit(sse.normalise_line_breaks(text), limit=limit)
     except UnicodeEncodeError as exc:
         raise ValueError("raw event data is not valid Unicode (it has a lone surrogate)") from exc
 
@@ -82,14 +85,17 @@ def message_for(event: Event) -> EventMessage:
     }
 
 
-def prepare(channel: str, data: Any, event: str = DEFAULT_EVENT_TYPE, raw: bool = False) -> Prepared:
-    """Check an event before anything is stored: ValueError naming what is wrong."""
+def prepare(
+    channel: str, data: Any, event: str = DEFAULT_EVENT_TYPE, raw: bool = False, limit: int | None = None
+) -> Prepared:
+    """Check an event before anything is stored: ValueError naming what is wrong.
+    `limit`: EVENTS_MAX_PAYLOAD_BYTES, when the caller has read it for many events."""
     validate_channel(channel)
     validate_event_type(event)
-    return channel, event, encode_text(data) if raw else encode_payload(data), raw
+    return channel, event, encode_text(data, limit) if raw else encode_payload(data, limit), raw
 
 
-def prepare_item(item: object) -> Prepared:
+def prepare_item(item: object, limit: int | None = None) -> Prepared:
     """One element of a bulk send: {"channel": ..., "data": ..., "event": ...} (event
     optional), or "text" instead of "data" for a raw event (a string sent as is)."""
     if not isinstance(item, Mapping):
@@ -108,15 +114,17 @@ def prepare_item(item: object) -> Prepared:
     raw = fields == ["text"]
     if raw and not isinstance(item["text"], str):
         raise ValueError('"text" must be a string (send JSON values as "data")')
-    return prepare(item["channel"], item[fields[0]], item.get("event", DEFAULT_EVENT_TYPE), raw)
+    return prepare(item["channel"], item[fields[0]], item.get("event", DEFAULT_EVENT_TYPE), raw, limit)
 
 
 def prepare_items(items: Iterable[Mapping[str, Any]]) -> list[Prepared]:
     """Every element checked (all or nothing): the ValueError names the first bad one."""
     prepared = []
+    # Read once: a setting Django does not define costs a failed lookup on every read.
+    limit = conf.max_payload_bytes
     for index, item in enumerate(items):
         try:
-            prepared.append(prepare_item(item))
+            prepared.append(prepare_item(item, limit))
         except ValueError as exc:
             raise ValueError(f"event {index}: {exc}") from exc
     return prepared
