@@ -1,6 +1,7 @@
 """One publishing case, measured in its own process; prints one JSON line.
 
     python -m bench.pubload SYSTEM CASE COUNT [BATCH] [CONCURRENCY]
+    python -m bench.pubload listen CHANNEL   (the subscriber, started by the above)
 
 SYSTEM is `ours` (events.*, the project's virtualenv, the database of DATABASE_URL),
 `eventstream` (django_eventstream.send_event with its DjangoModelStorage) or
@@ -12,8 +13,8 @@ COUNT events go to one fresh channel, after a warm-up on another (connections,
 imports and prepared statements are not timed). Measured: events per second from the
 first call until the last event is broadcast (ours: the publisher thread's queue is
 empty), and each call's duration. For ours, a Redis subscriber on the channel's group
-counts what reached the layer: lost, duplicated, and the time from a call's start to the
-event's arrival there (p50/p99).
+(a process of its own) counts what reached the layer: lost, duplicated, and the time
+from a call's start to the event's arrival there (p50/p99).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -40,42 +42,78 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 class Subscriber:
-    """The Redis channel behind our layer's group for `channel`, read on a thread."""
+    """The Redis channel behind our layer's group for `channel`, read by a process of its
+    own (`python -m bench.pubload listen CHANNEL`): a reader in the publisher's process
+    would take its share of the publisher's interpreter, which django-eventstream's
+    rows, read by nobody, do not pay."""
 
     def __init__(self, channel: str) -> None:
-        import redis
-        from channels.layers import get_channel_layer
-        from django.conf import settings
-
-        from events.messages import group_name
-
-        config = settings.CHANNEL_LAYERS["default"]["CONFIG"]
-        self.layer = get_channel_layer()
-        self.client = redis.Redis.from_url(config["hosts"][0])
-        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        self.pubsub.subscribe(f"{config['prefix']}__group__{group_name(channel)}")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.pubload", "listen", channel],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None and self.process.stdin is not None
+        if self.process.stdout.readline().strip() != "subscribed":
+            raise SystemExit("the subscriber process did not start")
         self.arrivals: list[tuple[int, float, float]] = []  # (n, t sent, t arrived)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            message = self.pubsub.get_message(timeout=0.05)
-            if message and message["type"] == "message":
-                arrived = time.monotonic()
-                payload = json.loads(self.layer.deserialize(message["data"])["data"])
-                self.arrivals.append((payload["n"], payload["t"], arrived))
 
     def wait(self, count: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.arrivals) < count and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.2)  # a duplicate would arrive right behind
-        self._stop.set()
-        self._thread.join()
-        self.pubsub.close()
-        self.client.close()
+        """Until `count` events have arrived (or `timeout`), then what arrived."""
+        out, _ = self.process.communicate(json.dumps({"count": count, "timeout": timeout}) + "\n")
+        self.arrivals = [tuple(row) for row in json.loads(out)]
+
+
+def listen(channel: str) -> None:
+    """The subscriber process: arrivals on the channel's group until the parent says how
+    many to wait for (a JSON line on stdin), then all of them as one JSON list."""
+    import redis
+    from channels.layers import get_channel_layer
+    from django.conf import settings
+
+    from events.messages import group_name
+
+    config = settings.CHANNEL_LAYERS["default"]["CONFIG"]
+    layer = get_channel_layer()
+    client = redis.Redis.from_url(config["hosts"][0])
+    pubsub = client.pubsub()
+    pubsub.subscribe(f"{config['prefix']}__group__{group_name(channel)}")
+    # Redis has confirmed the subscription before the parent publishes anything.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        confirmed = pubsub.get_message(timeout=1.0)
+        if confirmed and confirmed["type"] == "subscribe":
+            break
+    arrivals: list[tuple[int, float, float]] = []
+    told: dict[str, float] = {}
+
+    def read_stdin() -> None:
+        told.update(json.loads(sys.stdin.readline()))
+
+    threading.Thread(target=read_stdin, daemon=True).start()
+    print("subscribed", flush=True)
+    deadline: float | None = None
+    while True:
+        message = pubsub.get_message(timeout=0.05)
+        if message and message["type"] == "message":
+            arrived = time.monotonic()
+            payload = json.loads(layer.deserialize(message["data"])["data"])
+            arrivals.append((payload["n"], payload["t"], arrived))
+        if told and deadline is None:
+            deadline = time.monotonic() + told["timeout"]
+        if deadline is not None and (len(arrivals) >= told["count"] or time.monotonic() > deadline):
+            break
+    # A duplicate would arrive right behind.
+    settle = time.monotonic() + 0.2
+    while time.monotonic() < settle:
+        message = pubsub.get_message(timeout=0.05)
+        if message and message["type"] == "message":
+            payload = json.loads(layer.deserialize(message["data"])["data"])
+            arrivals.append((payload["n"], payload["t"], time.monotonic()))
+    pubsub.close()
+    client.close()
+    print(json.dumps(arrivals), flush=True)
 
 
 def setup(system: str) -> None:
@@ -154,6 +192,10 @@ def flush() -> None:
 
 
 def main() -> None:
+    if sys.argv[1] == "listen":
+        setup("ours")
+        listen(sys.argv[2])
+        return
     system, case, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
     batch = int(sys.argv[4]) if len(sys.argv) > 4 else 1
     concurrency = int(sys.argv[5]) if len(sys.argv) > 5 else 1
