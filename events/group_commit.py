@@ -2,24 +2,32 @@
 
 asend_event/asend_events must not hold the event loop while the database works, so the
 store runs on a thread. One thread for the process, with a database connection it keeps
-while events keep coming (a connection per event would cost more than the event), closed
-after IDLE_CLOSE_SECONDS without any. Events that coroutines hand in while a commit is
-under way wait for it and are then stored together in one transaction (a group commit),
-so ten coroutines publishing at once cost about one commit per round, not ten; each
-coroutine gets back its own events, with the seqs of the order they were handed in.
-A failure (the database down) is raised in every coroutine of that round.
+while events keep coming (a connection per event would cost more than the event); after
+IDLE_CLOSE_SECONDS without any, it closes the connection and ends, and the next event
+starts it again. Events that coroutines hand in while a commit is under way wait for it
+and are then stored together in one transaction (a group commit), so ten coroutines
+publishing at once cost about one commit per round, not ten; each coroutine gets back
+its own events, with the seqs of the order they were handed in. A failure (the database
+down) is raised in every coroutine of that round.
+
+Why not loop.run_in_executor: between the coroutine and the thread, and back, it takes
+four turns of the event loop and a future chained to another; here a coroutine's
+events go to the thread through a queue and come back with one call_soon_threadsafe per
+round and loop (ARCHITECTURE.md, "Performance notes").
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-import weakref
+import contextlib
+import os
+import threading
+from collections import deque
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from django.db import connection
 
-from events.executors import ProcessExecutor
 from events.publish import Prepared
 
 if TYPE_CHECKING:
@@ -30,15 +38,8 @@ IDLE_CLOSE_SECONDS = 1.0
 # the channel rows it bumps.
 MAX_ROUND = 1000
 
-
-# One thread: rounds follow each other, so the seqs of one loop's rounds are in order.
-_thread = ProcessExecutor(1, "events-store")
-
-
-class _Busy:
-    """Rounds under way on any loop: the store thread's connection is not closed under them."""
-
-    count = 0
+# (events, the loop of the coroutine waiting for them, its future)
+Waiting = tuple[list[Prepared], asyncio.AbstractEventLoop, "asyncio.Future[list[Event]]"]
 
 
 def _store_round(prepared: list[Prepared]) -> list[Event]:
@@ -53,76 +54,116 @@ def _store_round(prepared: list[Prepared]) -> list[Event]:
         raise
 
 
-def _close_if_idle() -> None:
-    if not _Busy.count:
-        connection.close()
-
-
-class _Rounds:
-    """The events waiting for the next round on one event loop."""
+class StoreThread:
+    """The process's store thread and the events waiting for its next round."""
 
     def __init__(self) -> None:
-        self.waiting: list[tuple[list[Prepared], asyncio.Future[list[Event]]]] = []
-        self.running = False
-        self.last_round = 0.0
-        # Referenced while it runs, so never collected mid-round; nothing here refers to
-        # the loop once it is idle, so a loop that is closed (asyncio.run) is freed.
-        self.task: asyncio.Task[None] | None = None
+        self._reset()
 
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _reset(self) -> None:
+        # Also after a fork: the child has no copy of the thread, and the lock may have
+        # been held by it at the moment of the fork.
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._waiting: deque[Waiting] = deque()
+        # Loops with a wake-up of the thread scheduled.
+        self._kicks: set[asyncio.AbstractEventLoop] = set()
+        self._running = False
+        self._pid = os.getpid()
+
+    def submit(self, prepared: list[Prepared], future: asyncio.Future[list[Event]]) -> None:
+        loop = future.get_loop()
+        with self._lock:
+            if self._pid != os.getpid():
+                self._reset_locked()
+            self._waiting.append((prepared, loop, future))
+            kick = loop not in self._kicks
+            self._kicks.add(loop)
+        if kick:
+            # The thread is woken at the end of this turn of the loop, once every
+            # coroutine ready to run has handed in its events: they share the round.
+            loop.call_soon(self._wake_up, loop)
+
+    def _wake_up(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            self._kicks.discard(loop)
+            if self._running:
+                self._wake.notify()
+                return
+            self._running = True
+        # A daemon: it must never keep a process alive; it is idle (no transaction open)
+        # whenever no coroutine is waiting on it.
+        threading.Thread(target=self._run, name="events-store", daemon=True).start()
+
+    def _reset_locked(self) -> None:
+        self._waiting = deque()
+        self._kicks = set()
+        self._running = False
+        self._pid = os.getpid()
+
+    def _run(self) -> None:
         try:
-            while self.waiting:
-                taken, size = 1, len(self.waiting[0][0])
-                while taken < len(self.waiting) and size + len(self.waiting[taken][0]) <= MAX_ROUND:
-                    size += len(self.waiting[taken][0])
-                    taken += 1
-                round_, self.waiting = self.waiting[:taken], self.waiting[taken:]
-                prepared = [item for items, _ in round_ for item in items]
-                _Busy.count += 1
+            while round_ := self._next_round():
+                prepared = [item for items, _, _ in round_ for item in items]
                 try:
-                    stored = await loop.run_in_executor(_thread.get(), _store_round, prepared)
+                    stored = _store_round(prepared)
                 except Exception as exc:
-                    for _, future in round_:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                except BaseException:  # cancelled: the loop is shutting down
-                    for _, future in round_ + self.waiting:
-                        future.cancel()
-                    self.waiting = []
-                    raise
-                finally:
-                    _Busy.count -= 1
-                start = 0
-                for items, future in round_:
-                    if not future.done():
-                        future.set_result(stored[start : start + len(items)])
-                    start += len(items)
+                    _settle(round_, exc)
+                else:
+                    _settle(round_, stored)
         finally:
-            self.running = False
-            self.task = None
-            self.last_round = time.monotonic()
-            loop.call_later(IDLE_CLOSE_SECONDS, self._close_if_idle)
+            connection.close()
 
-    def _close_if_idle(self) -> None:
-        idle = time.monotonic() - self.last_round >= IDLE_CLOSE_SECONDS * 0.9
-        if idle and not self.running and not _Busy.count:
-            _thread.get().submit(_close_if_idle)
+    def _next_round(self) -> list[Waiting]:
+        """What is waiting (up to MAX_ROUND events), once there is any; [] once idle for
+        IDLE_CLOSE_SECONDS, and the thread ends."""
+        with self._lock:
+            round_: list[Waiting] = []
+            while not round_:
+                while not self._waiting:
+                    if not self._wake.wait(IDLE_CLOSE_SECONDS) and not self._waiting:
+                        self._running = False
+                        return []
+                size = 0
+                while self._waiting and (not round_ or size + len(self._waiting[0][0]) <= MAX_ROUND):
+                    items, loop, future = self._waiting.popleft()
+                    # A coroutine cancelled before its round began: its events are not
+                    # stored. (Cancelled later, they are stored and broadcast; only the
+                    # answer is lost.)
+                    if not future.cancelled():
+                        round_.append((items, loop, future))
+                        size += len(items)
+            return round_
 
 
-_rounds: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Rounds] = weakref.WeakKeyDictionary()
+def _settle(round_: list[Waiting], outcome: list[Event] | Exception) -> None:
+    """Each coroutine's share of the round, or the round's failure, through its loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[list[Event]], object]]] = {}
+    start = 0
+    for items, loop, future in round_:
+        share: object = outcome if isinstance(outcome, Exception) else outcome[start : start + len(items)]
+        start += len(items)
+        by_loop.setdefault(loop, []).append((future, share))
+    for loop, answers in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+            loop.call_soon_threadsafe(_answer, answers)
+
+
+def _answer(answers: Iterable[tuple[asyncio.Future[list[Event]], object]]) -> None:
+    for future, share in answers:
+        if future.done():
+            continue
+        if isinstance(share, Exception):
+            future.set_exception(share)
+        else:
+            future.set_result(share)  # type: ignore[arg-type]
+
+
+_thread = StoreThread()
 
 
 async def submit(prepared: list[Prepared]) -> list[Event]:
     """Store checked events with the next round; their stored Events, in order."""
-    loop = asyncio.get_running_loop()
-    rounds = _rounds.get(loop)
-    if rounds is None:
-        rounds = _rounds[loop] = _Rounds()
-    future: asyncio.Future[list[Event]] = loop.create_future()
-    rounds.waiting.append((prepared, future))
-    if not rounds.running:
-        rounds.running = True
-        rounds.task = loop.create_task(rounds.run())
+    future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
+    _thread.submit(prepared, future)
     return await future

@@ -11,10 +11,11 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 import redis.asyncio.client
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.test import Client
 
 from events import asend_event, asend_events, broadcaster, send_event, send_events
@@ -309,6 +310,68 @@ async def test_asend_event_does_not_block_the_event_loop(monkeypatch) -> None:
     assert released_by_loop == [True]
     assert event.seq == 2
     assert [row[0] for row in await asyncio.to_thread(stored, a)] == [1, 2]
+
+
+def _store_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "events-store"]
+
+
+async def test_the_store_thread_ends_when_idle_and_starts_again(monkeypatch) -> None:
+    from events import group_commit
+
+    monkeypatch.setattr(group_commit, "IDLE_CLOSE_SECONDS", 0.05)
+    a = channel()
+    await asend_event(a, 1)
+    (thread,) = _store_threads()
+    await asyncio.to_thread(thread.join, 10)
+    assert not thread.is_alive()  # its database connection closed with it
+    assert (await asend_event(a, 2)).seq == 2
+    assert [t is not thread for t in _store_threads()] == [True]
+
+
+async def test_a_coroutine_cancelled_before_its_round_stores_nothing(monkeypatch) -> None:
+    from events import group_commit
+
+    a = channel()
+    await asend_event(a, "first")
+    entered, release = threading.Event(), threading.Event()
+    real = group_commit._store_round
+
+    def held(prepared):
+        entered.set()
+        release.wait(30)
+        return real(prepared)
+
+    monkeypatch.setattr(group_commit, "_store_round", held)
+    busy = asyncio.create_task(asend_event(a, "in the round"))
+    assert await asyncio.to_thread(entered.wait, 30)
+    cancelled = asyncio.create_task(asend_event(a, "cancelled while waiting"))
+    await asyncio.sleep(0.05)  # handed in, waiting for the next round
+    cancelled.cancel()
+    release.set()
+    assert (await busy).seq == 2
+    assert (await asend_event(a, "after")).seq == 3
+    assert [row[2] for row in await asyncio.to_thread(stored, a)] == ['"first"', '"in the round"', '"after"']
+    assert cancelled.cancelled()
+
+
+async def test_a_failing_round_fails_every_coroutine_in_it_and_the_next_round_stores(monkeypatch) -> None:
+    from events import group_commit
+
+    a = channel()
+    real, calls = group_commit._store_round, []
+
+    def failing_first(prepared):
+        calls.append(len(prepared))
+        if len(calls) == 1:
+            raise OperationalError("the database went away")
+        return real(prepared)
+
+    monkeypatch.setattr(group_commit, "_store_round", failing_first)
+    outcomes = await asyncio.gather(*(asend_event(a, n) for n in range(3)), return_exceptions=True)
+    assert [type(o) for o in outcomes] == [OperationalError] * 3
+    assert calls == [3]
+    assert (await asend_event(a, "again")).seq == 1
 
 
 # -- POST /events/ -------------------------------------------------------------------------
