@@ -11,17 +11,26 @@ event loop, then the request_started signal, Django's full middleware chain load
 sync mode, the view, and the response's close (request_finished) run in one call on a
 publishing thread of the process; only the bytes go back through the loop. Everything
 Django does for the request (ALLOWED_HOSTS, security headers, sessions and CSRF for staff,
-the upload size limit, error pages, connection handling per request) is unchanged.
+the upload size limit, error pages) is unchanged.
+
+One difference: with CONN_MAX_AGE = 0, Django would open and close a database connection
+for every request. Django advises 0 under ASGI because its sync views run each request
+on a thread of its own, where a kept connection would never be used again; these threads
+live as long as the process, as a WSGI server's do, so each keeps its connection for
+KEEP_CONNECTION_SECONDS after its last request (a connection that failed is still closed
+at once). A CONN_MAX_AGE above 0, or None, is used as it is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.db import connections
 from django.http import HttpResponseBadRequest, HttpResponseBase
 from django.urls import set_script_prefix
 
@@ -30,6 +39,18 @@ from events.executors import ProcessExecutor
 # Requests of one process served at once: Django's own ASGI default is one thread for all
 # sync code; two let one request's database wait overlap another's Python work.
 THREADS = 2
+# How long a publishing thread keeps its database connection after a request when the
+# project's CONN_MAX_AGE is 0 (the module docstring says why).
+KEEP_CONNECTION_SECONDS = 60.0
+
+
+def _keep_connections() -> None:
+    """Let this thread's open connections outlive the request where CONN_MAX_AGE is 0
+    (Django closes a connection once its close_at has passed)."""
+    until = time.monotonic() + KEEP_CONNECTION_SECONDS
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is not None and connection.settings_dict.get("CONN_MAX_AGE") == 0:
+            connection.close_at = until
 
 
 class PublishHandler(ASGIHandler):
@@ -62,10 +83,13 @@ class PublishHandler(ASGIHandler):
             return error_response or HttpResponseBadRequest()
         response = self.get_response(request)
         vars(response)["_handler_class"] = self.__class__  # the sender of request_finished
+        _keep_connections()
         return response
 
     def _close(self, response: HttpResponseBase, body_file: Any) -> None:
+        # Possibly not the thread that served the request: its own connection is kept too.
+        _keep_connections()
         try:
-            response.close()  # sends request_finished: this thread's connection is closed as usual
+            response.close()  # sends request_finished: a failed or obsolete connection is closed
         finally:
             body_file.close()
