@@ -30,6 +30,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from bench.run import SERVER_CPU, pinned
+
 # Events before the timed ones: connections, prepared statements, a new table's first pages.
 WARMUP = 200
 
@@ -48,8 +50,10 @@ class Subscriber:
     rows, read by nobody, do not pay."""
 
     def __init__(self, channel: str) -> None:
+        # Pinned to the server's CPU (only Redis is there in this section), so that the
+        # publisher has the client's CPU to itself, as django-eventstream's does.
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.pubload", "listen", channel],
+            pinned(SERVER_CPU, [sys.executable, "-m", "bench.pubload", "listen", channel]),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
