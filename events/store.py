@@ -122,6 +122,8 @@ def _append_many(items: Sequence[tuple[str, str, str, bool]]) -> list[Event]:
             next_seq[item[0]] += 1
         if connection.vendor == "postgresql":
             return _insert_many_postgresql(items, seqs)
+        if connection.vendor == "sqlite" and connection.features.can_return_rows_from_bulk_insert:
+            return _insert_many_sqlite(items, seqs)
         events = [
             Event(channel=channel, seq=seq, type=event_type, data=data, raw=raw)
             for (channel, event_type, data, raw), seq in zip(items, seqs, strict=True)
@@ -165,6 +167,42 @@ def _insert_many_sql() -> str:
         "WITH ORDINALITY AS r(c, s, t, d, x, n) ORDER BY r.n "
         f"RETURNING {ops.quote_name('channel')}, {ops.quote_name('seq')}, {ops.quote_name('id')}"
     )
+
+
+def _insert_many_sqlite(items: Sequence[tuple[str, str, str, bool]], seqs: list[int]) -> list[Event]:
+    """Insert the items with their seqs in multi-row statements built here: bulk_create
+    spends most of a list's time preparing each field of each row in Python."""
+    created = timezone.now()
+    at = connection.ops.adapt_datetimefield_value(created)
+    rows = [
+        (channel, seq, event_type, data, raw, at)
+        for (channel, event_type, data, raw), seq in zip(items, seqs, strict=True)
+    ]
+    ids: dict[tuple[str, int], int] = {}
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), _SQLITE_ROWS):
+            chunk = rows[start : start + _SQLITE_ROWS]
+            cursor.execute(_insert_rows_sql(len(chunk)), [value for row in chunk for value in row])
+            ids.update(((channel, seq), pk) for channel, seq, pk in cursor.fetchall())
+    return [
+        Event(ids[channel, seq], channel, seq, event_type, data, raw, created)
+        for (channel, event_type, data, raw), seq in zip(items, seqs, strict=True)
+    ]
+
+
+# Rows per statement: six parameters each, under SQLite's 999 variables.
+_SQLITE_ROWS = 166
+
+
+@functools.lru_cache(maxsize=8)
+def _insert_rows_sql(rows: int) -> str:
+    ops = connection.ops
+    table = ops.quote_name(Event._meta.db_table)
+    columns = ", ".join(ops.quote_name(c) for c in ("channel", "seq", "type", "data", "raw", "created"))
+    values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * rows)
+    returning = ", ".join(ops.quote_name(c) for c in ("channel", "seq", "id"))
+    # Matched by (channel, seq), unique, so nothing rests on the order RETURNING uses.
+    return f"INSERT INTO {table} ({columns}) VALUES {values} RETURNING {returning}"
 
 
 def _bump_many(counts: Mapping[str, int]) -> dict[str, int]:

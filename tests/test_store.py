@@ -164,3 +164,17 @@ def test_trim_above_a_seq_leaves_what_is_below_it() -> None:
     assert store.trim(a, 4, 10, above=3) == 3
     assert seqs(a) == [1, 2, 3, 7, 8, 9, 10]
     assert store.trim(a, 4, 10, above=6) == 0
+
+
+def test_append_many_of_more_rows_than_one_statement_takes() -> None:
+    """SQLite takes 999 parameters a statement: a long list goes in several."""
+    a, b = channel(), channel()
+    items = [(a if n % 3 else b, "t", str(n), False) for n in range(1000)]
+    events = store.append_many(items)
+    assert [e.data for e in events] == [str(n) for n in range(1000)]
+    assert [e.seq for e in events if e.channel == a] == list(range(1, 667))
+    assert [e.seq for e in events if e.channel == b] == list(range(1, 335))
+    ids = [e.pk for e in events]
+    assert ids == sorted(ids) and len(set(ids)) == 1000
+    stored = dict(Event.objects.filter(pk__in=ids).values_list("pk", "data"))
+    assert [stored[e.pk] for e in events] == [e.data for e in events]
