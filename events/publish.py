@@ -184,9 +184,15 @@ def send_prepared(prepared: list[Prepared]) -> list[Event]:
     from events import store
     from events.models import Event
 
-    events = [store.append_one(prepared[0])] if len(prepared) == 1 else store.append_many(prepared)
+    if len(prepared) == 1:
+        events, trimmed = [store.append_one(prepared[0])], False
+    else:
+        # In a transaction of its own, a list trims its channels in that transaction
+        # (one commit, not two); in the caller's, at its commit as any event does.
+        trimmed = not transaction.get_connection().in_atomic_block
+        events = store.append_many(prepared, keep=conf.history_per_channel if trimmed else None)
     metrics.published(len(events))
-    after_commit(events)
+    after_commit(events, trim=not trimmed)
     # Once per stored batch, not per event: send_events of a hundred items is one send.
     # After after_commit: a receiver that raises cannot keep stored events from going out.
     event_stored.send(sender=Event, events=events)
@@ -218,12 +224,12 @@ async def asend_events(items: Iterable[Mapping[str, Any]]) -> list[Event]:
 # -- after the commit ----------------------------------------------------------------
 
 
-def after_commit(events: list[Event]) -> None:
+def after_commit(events: list[Event], trim: bool = True) -> None:
     """Broadcast and trim once the events are committed: now, outside a transaction;
     at commit inside one (never on rollback), all of one transaction's events together."""
     connection = transaction.get_connection()
     if not connection.in_atomic_block:
-        _committed(events)
+        _committed(events, trim)
         return
     batch = getattr(connection, _BATCH_ATTR, None)
     if batch is None or batch.ran or not connection.run_on_commit:
@@ -294,29 +300,11 @@ def _committed(events: list[Event], trim: bool = True) -> None:
 
 
 def _maybe_trim(events: list[Event]) -> None:
-    keep = conf.history_per_channel
-    # Trim in batches (every tenth of the history) rather than on every publish: a
-    # channel is trimmed when one of its new seqs is past the history and a multiple of
-    # the batch.
-    step = max(1, keep // 10)
-    due = {event.channel for event in events if event.seq > keep and not event.seq % step}
-    if not due:
-        return
     from events import store
 
-    # The bounds of each due channel's seqs among these events: the newest is the trim's
-    # bound, read from them rather than from the channel's row; the oldest says where
-    # earlier trims left off (each seq that is a multiple of the step trimmed up to
-    # itself less `keep`), less one more step in case the last of them failed.
-    first: dict[str, int] = {}
-    last: dict[str, int] = {}
-    for event in events:
-        if event.channel in due:
-            first[event.channel] = min(event.seq, first.get(event.channel, event.seq))
-            last[event.channel] = max(event.seq, last.get(event.channel, 0))
-    for channel in sorted(due):
-        above = max(0, first[channel] - 1 - keep - 2 * step)
+    keep = conf.history_per_channel
+    for channel, (above, last) in sorted(store.due_trims(events, keep).items()):
         try:
-            store.trim(channel, keep, last[channel], above)
+            store.trim(channel, keep, last, above)
         except Exception:
             logger.exception("trimming channel %r failed", channel)

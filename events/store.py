@@ -84,9 +84,10 @@ def append(channel: str, event_type: str, data: str, *, raw: bool = False) -> Ev
     return Event(id=pk, channel=channel, seq=seq, type=event_type, data=data, raw=raw, created=created)
 
 
-def append_many(items: Sequence[tuple[str, str, str, bool]]) -> list[Event]:
+def append_many(items: Sequence[tuple[str, str, str, bool]], keep: int | None = None) -> list[Event]:
     """Store (channel, type, data, raw) items in one transaction; each channel's seqs are
-    handed out in the items' order, one upsert for the lot.
+    handed out in the items' order, one upsert for the lot. With `keep`, the channels
+    these events make due for a trim (due_trims) are trimmed in the same transaction.
 
     The channel rows are locked in name order. A transaction of the caller's that locked
     them in another order can still deadlock with it on PostgreSQL; when this is its own
@@ -95,7 +96,7 @@ def append_many(items: Sequence[tuple[str, str, str, bool]]) -> list[Event]:
     """
     for attempt in range(DEADLOCK_RETRIES + 1):
         try:
-            return _append_many(items)
+            return _append_many(items, keep)
         except OperationalError as exc:
             own = not connection.in_atomic_block
             if not (own and attempt < DEADLOCK_RETRIES and _is_deadlock(exc)):
@@ -111,7 +112,7 @@ def _is_deadlock(exc: Exception) -> bool:
     return getattr(exc.__cause__, "sqlstate", None) == "40P01"
 
 
-def _append_many(items: Sequence[tuple[str, str, str, bool]]) -> list[Event]:
+def _append_many(items: Sequence[tuple[str, str, str, bool]], keep: int | None) -> list[Event]:
     counts = Counter(item[0] for item in items)
     with transaction.atomic():
         last = _bump_many(counts)
@@ -121,14 +122,20 @@ def _append_many(items: Sequence[tuple[str, str, str, bool]]) -> list[Event]:
             seqs.append(next_seq[item[0]])
             next_seq[item[0]] += 1
         if connection.vendor == "postgresql":
-            return _insert_many_postgresql(items, seqs)
-        if connection.vendor == "sqlite" and connection.features.can_return_rows_from_bulk_insert:
-            return _insert_many_sqlite(items, seqs)
-        events = [
-            Event(channel=channel, seq=seq, type=event_type, data=data, raw=raw)
-            for (channel, event_type, data, raw), seq in zip(items, seqs, strict=True)
-        ]
-        return Event.objects.bulk_create(events)
+            events = _insert_many_postgresql(items, seqs)
+        elif connection.vendor == "sqlite" and connection.features.can_return_rows_from_bulk_insert:
+            events = _insert_many_sqlite(items, seqs)
+        else:
+            events = Event.objects.bulk_create(
+                [
+                    Event(channel=channel, seq=seq, type=event_type, data=data, raw=raw)
+                    for (channel, event_type, data, raw), seq in zip(items, seqs, strict=True)
+                ]
+            )
+        if keep is not None:
+            for channel, (above, upto) in sorted(due_trims(events, keep).items()):
+                trim(channel, keep, upto, above)
+        return events
 
 
 def _insert_many_postgresql(items: Sequence[tuple[str, str, str, bool]], seqs: list[int]) -> list[Event]:
@@ -267,6 +274,29 @@ def page_within(channel: str, after: int, upto: int, max_bytes: int, rows: int) 
         events.append(event)
         total += size
     return events, total
+
+
+def due_trims(events: Iterable[Event], keep: int) -> dict[str, tuple[int, int]]:
+    """The channels that newly stored `events` make due for a trim, each with the seqs
+    its trim goes by: (above, last), as trim() takes them.
+
+    A channel is trimmed in batches (every tenth of the history) rather than on every
+    publish: when one of its new seqs is past the history and a multiple of the batch.
+    `last` is its newest seq among the events (the trim's bound, read from them rather
+    than from the channel's row); `above` is where earlier trims left off (each seq that
+    is a multiple of the batch trimmed up to itself less `keep`), less one batch more in
+    case the last of them failed."""
+    step = max(1, keep // 10)
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    due: set[str] = set()
+    for event in events:
+        channel, seq = event.channel, event.seq
+        first[channel] = min(seq, first.get(channel, seq))
+        last[channel] = max(seq, last.get(channel, 0))
+        if seq > keep and not seq % step:
+            due.add(channel)
+    return {channel: (max(0, first[channel] - 1 - keep - 2 * step), last[channel]) for channel in due}
 
 
 def trim(channel: str, keep: int, last: int | None = None, above: int = 0) -> int:

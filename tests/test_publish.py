@@ -397,6 +397,16 @@ def test_bulk_sends_keep_the_history_at_the_limit(settings) -> None:
         assert [row[0] for row in stored(name)] == list(range(oldest, last + 1))
 
 
+def test_a_list_in_a_transaction_trims_at_its_commit(settings) -> None:
+    settings.EVENTS_HISTORY_PER_CHANNEL = 20
+    name = channel()
+    send_events([{"channel": name, "data": n} for n in range(20)])
+    with transaction.atomic():
+        send_events([{"channel": name, "data": n} for n in range(10)])  # seqs 21..30
+        assert len(stored(name)) == 30
+    assert [row[0] for row in stored(name)] == list(range(11, 31))
+
+
 def test_a_failed_trim_is_made_up_by_the_next(settings, monkeypatch) -> None:
     from events import store
 

@@ -178,3 +178,24 @@ def test_append_many_of_more_rows_than_one_statement_takes() -> None:
     assert ids == sorted(ids) and len(set(ids)) == 1000
     stored = dict(Event.objects.filter(pk__in=ids).values_list("pk", "data"))
     assert [stored[e.pk] for e in events] == [e.data for e in events]
+
+
+def _events(*pairs: tuple[str, int]) -> list[Event]:
+    return [Event(channel=name, seq=seq) for name, seq in pairs]
+
+
+@pytest.mark.parametrize(
+    "pairs, keep, due",
+    [
+        ([("a", 5)], 10, {}),  # within the history
+        ([("a", 11)], 10, {"a": (0, 11)}),  # a batch of 1: every seq past the history
+        ([("a", 21)], 20, {}),  # a batch of 2: an odd seq is not a multiple
+        ([("a", 22)], 20, {"a": (0, 22)}),
+        ([("a", 101), ("a", 102), ("b", 7)], 20, {"a": (76, 102)}),  # 101 - 1 - 20 - 2 * 2
+        ([("a", 1100), ("b", 1200), ("b", 1150)], 1000, {"a": (0, 1100), "b": (0, 1200)}),
+        ([("a", 3050), ("a", 3100)], 1000, {"a": (1849, 3100)}),  # 3050 - 1 - 1000 - 2 * 100
+    ],
+    ids=["kept", "batch-of-one", "not-a-multiple", "multiple", "window", "two-channels", "long-channel"],
+)
+def test_due_trims(pairs, keep, due) -> None:
+    assert store.due_trims(_events(*pairs), keep) == due
