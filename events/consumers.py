@@ -17,7 +17,7 @@ Phases:
                sent yet (a refusal, or a HEAD, is answered and the consumer ends)
     REPLAYING  the head is out and the hub joined: live frames are held while stored
                events after the start (or the client's id) are written
-    LIVE       the hub calls deliver()/heartbeat() directly
+    LIVE       the hub calls deliver_batch()/heartbeat() directly
     CLOSED     ended by the server (close_stream), the client (disconnect) or shutdown
 
 Intentional divergence from AsyncHttpConsumer: its http_request() ends the consumer as
@@ -186,9 +186,6 @@ class EventStreamConsumer(PlainHttpConsumer):
 
     def framed(self, body: bytes) -> bytes:
         return framed(self.positions, self.channels, body)
-
-    async def deliver(self, channel: str, seq: int, frame: bytes, body: bytes) -> None:
-        await self.deliver_batch(channel, ((channel, seq, frame, body),), frame)
 
     async def deliver_batch(self, channel: str, batch: Sequence[Frame], chunk: bytes) -> None:
         """Events of `channel` in order (consecutive seqs), as one write; `chunk` is

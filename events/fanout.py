@@ -24,8 +24,6 @@ class Stream(Protocol):
     channels: tuple[str, ...]
     last_write: float
 
-    async def deliver(self, channel: str, seq: int, frame: bytes, body: bytes) -> None: ...
-
     async def deliver_batch(
         self, channel: str, batch: Sequence[tuple[str, int, bytes, bytes]], chunk: bytes
     ) -> None:

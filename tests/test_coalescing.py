@@ -83,7 +83,7 @@ async def test_the_frames_held_during_a_replay_are_written_as_one_chunk(monkeypa
     monkeypatch.setattr(consumer, "write", write)
     frames = {seq: f"id: c:{seq}\ndata: {seq}\n\n".encode() for seq in range(1, 5)}
     for seq in (1, 2):  # 1 was also replayed: held, then skipped
-        await consumer.deliver("c", seq, frames[seq], b"")
+        await consumer.deliver_batch("c", [("c", seq, frames[seq], b"")], frames[seq])
     await consumer.deliver_batch("c", [("c", 3, frames[3], b""), ("c", 4, frames[4], b"")], b"")
     assert written == []
     await consumer.go_live()

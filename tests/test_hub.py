@@ -89,9 +89,9 @@ async def test_live_frames_held_during_a_replay_are_bounded_in_bytes(settings) -
     consumer.close_stream = close_stream  # type: ignore[method-assign]
     frame = b"x" * 400
     for seq in range(1, 11):  # 4,000 bytes: the bound
-        await consumer.deliver("c", seq, frame, frame)
+        await consumer.deliver_batch("c", [("c", seq, frame, frame)], frame)
     assert ended == []
-    await consumer.deliver("c", 11, frame, frame)
+    await consumer.deliver_batch("c", [("c", 11, frame, frame)], frame)
     assert ended == [True]
 
 
