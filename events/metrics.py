@@ -205,7 +205,8 @@ def resumed(resets: Iterable[str], replaying: bool) -> None:
 
 def delivered(streams: int, committed_at: float | None) -> None:
     """One event fanned out to `streams` local streams; `committed_at` is the Unix time
-    its publisher put in the message (None for events read from the store)."""
+    its publisher put in the message (for an event read from the store, when it was
+    stored: events/sequencer.py)."""
     DELIVERIES.inc(streams)
     # From another process's message: anything but a number is no commit time.
     if isinstance(committed_at, (int, float)):

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Protocol
 from events.messages import EVENT_MESSAGE, EventMessage
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from events.metrics import CloseReason
 
 logger = logging.getLogger(__name__)
@@ -46,6 +48,9 @@ class StoredEvent(Protocol):
 
     @property
     def data(self) -> str: ...
+
+    @property
+    def created(self) -> datetime: ...
 
 
 class StoreReader(Protocol):
@@ -183,7 +188,16 @@ class Sequencer:
 
 
 def _as_message(channel: str, row: StoredEvent) -> EventMessage:
-    return {"type": EVENT_MESSAGE, "channel": channel, "seq": row.seq, "event": row.type, "data": row.data}
+    # The time it was stored stands for its commit time: an event that reaches streams
+    # from the store is late, and its delivery lag says by how much.
+    return {
+        "type": EVENT_MESSAGE,
+        "channel": channel,
+        "seq": row.seq,
+        "event": row.type,
+        "data": row.data,
+        "committed_at": row.created.timestamp(),
+    }
 
 
 async def reconcile(store: StoreReader, sequencers: Iterable[Sequencer]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import pytest
 
@@ -20,6 +21,7 @@ class Row:
     seq: int
     type: str
     data: str
+    created: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 @dataclass
@@ -59,6 +61,7 @@ class FakeOutlet:
     positions: list[int] = field(default_factory=list)
     ended: list[str] = field(default_factory=list)
     filled: list[int] = field(default_factory=list)
+    messages: list[dict] = field(default_factory=list)
     sequencer: Sequencer | None = None
 
     async def fan_out(self, events) -> None:
@@ -67,6 +70,7 @@ class FakeOutlet:
         seqs = [event["seq"] for event in events]
         self.batches.append(seqs)
         self.handed.extend(seqs)
+        self.messages.extend(events)
         channel = self.sequencer.channel
         assert all(event["channel"] == channel and event["type"] == EVENT_MESSAGE for event in events)
         await asyncio.sleep(0)  # a real fan-out awaits every stream's write
@@ -414,3 +418,15 @@ async def test_one_channel_failing_its_catch_up_does_not_stop_the_others() -> No
     with pytest.raises(RuntimeError, match="a bug"):
         await reconcile(store, [a, b])
     assert b_out.handed == [1, 2]  # b after a, caught up all the same
+
+
+async def test_an_event_filled_from_the_store_carries_its_stored_time() -> None:
+    """Its delivery lag is measured from it (metrics.delivered), as a message's is from
+    its commit: an event that reached streams late, through the store, shows as late."""
+    store = FakeStore()
+    store.store(CHANNEL, 1, 2)
+    sequencer, outlet, _ = await started(position=0, store=store)
+    await sequencer.receive(message(3))  # a gap: 1 and 2 come from the store
+    assert outlet.batches == [[1, 2], [3]]
+    stored_at = [row.created.timestamp() for row in store.rows[CHANNEL]]
+    assert [m.get("committed_at") for m in outlet.messages] == [*stored_at, None]
