@@ -18,12 +18,14 @@ for every request. Django advises 0 under ASGI because its sync views run each r
 on a thread of its own, where a kept connection would never be used again; these threads
 live as long as the process, as a WSGI server's do, so each keeps its connection for
 KEEP_CONNECTION_SECONDS after its last request (a connection that failed is still closed
-at once). A CONN_MAX_AGE above 0, or None, is used as it is.
+at once; a SQLite connection whose file is no longer at its path is closed before the
+next request). A CONN_MAX_AGE above 0, or None, is used as it is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
@@ -44,6 +46,10 @@ THREADS = 2
 KEEP_CONNECTION_SECONDS = 60.0
 
 
+# The file a kept SQLite connection has open, as (device, inode), on the connection.
+_FILE_ATTR = "_events_kept_file"
+
+
 def _keep_connections() -> None:
     """Let this thread's open connections outlive the request where CONN_MAX_AGE is 0
     (Django closes a connection once its close_at has passed)."""
@@ -51,6 +57,30 @@ def _keep_connections() -> None:
     for connection in connections.all(initialized_only=True):
         if connection.connection is not None and connection.settings_dict.get("CONN_MAX_AGE") == 0:
             connection.close_at = until
+            if connection.vendor == "sqlite" and not hasattr(connection, _FILE_ATTR):
+                setattr(connection, _FILE_ATTR, _file_id(connection.settings_dict["NAME"]))
+
+
+def _drop_moved_files() -> None:
+    """Close a kept SQLite connection whose database file is no longer at its path (a
+    volume unmounted, the file moved or deleted): the open file would take writes that
+    the database at the path never gets. A new connection then fails, and the request
+    with it, as it would have without the kept connection."""
+    for connection in connections.all(initialized_only=True):
+        kept = getattr(connection, _FILE_ATTR, None)
+        if kept is None:
+            continue
+        if connection.connection is None or _file_id(connection.settings_dict["NAME"]) != kept:
+            delattr(connection, _FILE_ATTR)
+            connection.close()
+
+
+def _file_id(path: object) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(str(path))
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 class PublishHandler(ASGIHandler):
@@ -75,6 +105,7 @@ class PublishHandler(ASGIHandler):
 
     def _respond(self, scope: dict[str, Any], body_file: Any) -> HttpResponseBase:
         set_script_prefix(get_script_prefix(scope))
+        _drop_moved_files()
         # In this thread, so that close_old_connections looks after this thread's connection.
         signals.request_started.send(sender=self.__class__, scope=scope)
         request, error_response = self.create_request(scope, body_file)
