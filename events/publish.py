@@ -303,8 +303,8 @@ def _maybe_trim(events: list[Event]) -> None:
     from events import store
 
     keep = conf.history_per_channel
-    for channel, (above, last) in sorted(store.due_trims(events, keep).items()):
+    for channel, last in sorted(store.due_trims(events, keep).items()):
         try:
-            store.trim(channel, keep, last, above)
+            store.trim(channel, keep, last)
         except Exception:
             logger.exception("trimming channel %r failed", channel)

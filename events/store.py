@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
-from django.db import OperationalError, connection, transaction
+from django.db import DatabaseError, OperationalError, connection, transaction
 from django.db.models import Min
 from django.utils import timezone
 
 from events.models import Channel, Event
+
+logger = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=64)
@@ -133,9 +136,19 @@ def _append_many(items: Sequence[tuple[str, str, str, bool]], keep: int | None) 
                 ]
             )
         if keep is not None:
-            for channel, (above, upto) in sorted(due_trims(events, keep).items()):
-                trim(channel, keep, upto, above)
+            _trim_within(events, keep)
         return events
+
+
+def _trim_within(events: list[Event], keep: int) -> None:
+    """Trim the channels these events make due, in the current transaction; a trim that
+    fails is logged and rolled back alone, never the events (the next one makes up)."""
+    for channel, last in sorted(due_trims(events, keep).items()):
+        try:
+            with transaction.atomic():
+                trim(channel, keep, last)
+        except DatabaseError:
+            logger.exception("trimming channel %r failed", channel)
 
 
 def _insert_many_postgresql(items: Sequence[tuple[str, str, str, bool]], seqs: list[int]) -> list[Event]:
@@ -276,50 +289,44 @@ def page_within(channel: str, after: int, upto: int, max_bytes: int, rows: int) 
     return events, total
 
 
-def due_trims(events: Iterable[Event], keep: int) -> dict[str, tuple[int, int]]:
-    """The channels that newly stored `events` make due for a trim, each with the seqs
-    its trim goes by: (above, last), as trim() takes them.
+def due_trims(events: Iterable[Event], keep: int) -> dict[str, int]:
+    """The channels that newly stored `events` make due for a trim, each with its newest
+    seq among them (the trim's bound, read from them rather than from the channel's row).
 
     A channel is trimmed in batches (every tenth of the history) rather than on every
-    publish: when one of its new seqs is past the history and a multiple of the batch.
-    `last` is its newest seq among the events (the trim's bound, read from them rather
-    than from the channel's row); `above` is where earlier trims left off (each seq that
-    is a multiple of the batch trimmed up to itself less `keep`), less one batch more in
-    case the last of them failed."""
+    publish: when one of its new seqs is past the history and a multiple of the batch."""
     step = max(1, keep // 10)
-    first: dict[str, int] = {}
     last: dict[str, int] = {}
     due: set[str] = set()
     for event in events:
         channel, seq = event.channel, event.seq
-        first[channel] = min(seq, first.get(channel, seq))
         last[channel] = max(seq, last.get(channel, 0))
         if seq > keep and not seq % step:
             due.add(channel)
-    return {channel: (max(0, first[channel] - 1 - keep - 2 * step), last[channel]) for channel in due}
+    return {channel: last[channel] for channel in due}
 
 
-def trim(channel: str, keep: int, last: int | None = None, above: int = 0) -> int:
+def trim(channel: str, keep: int, last: int | None = None) -> int:
     """Delete all but the newest `keep` events of a channel; returns how many went.
     `last`: a seq the caller knows the channel has reached (one it just stored), which
     spares reading the channel's row; the events after it count among those kept.
-    `above`: a seq at or below which the caller knows earlier trims have deleted
-    everything, so the delete starts there.
 
-    Why `above` matters on PostgreSQL: a delete leaves dead index entries until vacuum,
-    and a delete of "everything up to N" walks all of them from the channel's first seq
-    on, so each trim of a busy channel costs more than the last (ARCHITECTURE.md,
-    "Performance notes").
+    Everything up to the bound goes, whatever an earlier trim left (one that failed,
+    a process killed before its trim, a history setting lowered): a resuming client
+    must never meet a hole. The delete starts at the channel's oldest row, found by its
+    own index scan: on PostgreSQL a delete leaves dead index entries until vacuum, and
+    "delete up to seq N" alone walked every one of them, without marking them as dead
+    for the next walk (ARCHITECTURE.md, "Performance notes").
 
     It deletes by seq below a bound, never touching the channel row, so it does not
     wait on or block publishers of the channel.
     """
     if last is None:
         last = Channel.objects.filter(name=channel).values_list("last_seq", flat=True).first()
-    if not last or last - keep <= above:
+    if not last or last <= keep:
         return 0
     with connection.cursor() as cursor:
-        cursor.execute(_trim_sql(), [channel, above, last - keep])
+        cursor.execute(_trim_sql(), [channel, last - keep, channel])
         return int(cursor.rowcount)
 
 
@@ -328,8 +335,8 @@ def _trim_sql() -> str:
     # A plain statement: the ORM's delete() first builds a collector for cascades and
     # signals, which events never have.
     ops = connection.ops
+    table, channel, seq = (ops.quote_name(n) for n in (Event._meta.db_table, "channel", "seq"))
     return (
-        f"DELETE FROM {ops.quote_name(Event._meta.db_table)} "
-        f"WHERE {ops.quote_name('channel')} = %s AND {ops.quote_name('seq')} > %s "
-        f"AND {ops.quote_name('seq')} <= %s"
+        f"DELETE FROM {table} WHERE {channel} = %s AND {seq} <= %s "
+        f"AND {seq} >= (SELECT MIN({seq}) FROM {table} WHERE {channel} = %s)"
     )
