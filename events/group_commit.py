@@ -61,21 +61,18 @@ class StoreThread:
         self._reset()
 
     def _reset(self) -> None:
-        # Also after a fork: the child has no copy of the thread, and the lock may have
-        # been held by it at the moment of the fork.
+        # Also in a forked child (os.register_at_fork below): it has no copy of the
+        # thread, and the lock may have been held at the moment of the fork.
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._waiting: deque[Waiting] = deque()
         # Loops with a wake-up of the thread scheduled.
         self._kicks: set[asyncio.AbstractEventLoop] = set()
-        self._running = False
-        self._pid = os.getpid()
+        self._thread: threading.Thread | None = None
 
     def submit(self, prepared: list[Prepared], future: asyncio.Future[list[Event]]) -> None:
         loop = future.get_loop()
         with self._lock:
-            if self._pid != os.getpid():
-                self._reset_locked()
             self._waiting.append((prepared, loop, future))
             kick = loop not in self._kicks
             self._kicks.add(loop)
@@ -87,19 +84,19 @@ class StoreThread:
     def _wake_up(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
             self._kicks.discard(loop)
-            if self._running:
+            if self._thread is not None:
                 self._wake.notify()
                 return
-            self._running = True
-        # A daemon: it must never keep a process alive; it is idle (no transaction open)
-        # whenever no coroutine is waiting on it.
-        threading.Thread(target=self._run, name="events-store", daemon=True).start()
-
-    def _reset_locked(self) -> None:
-        self._waiting = deque()
-        self._kicks = set()
-        self._running = False
-        self._pid = os.getpid()
+            # A daemon: it must never keep a process alive; it is idle (no transaction
+            # open) whenever no coroutine is waiting on it.
+            thread = self._thread = threading.Thread(target=self._run, name="events-store", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError as exc:  # no thread to be had (at interpreter exit, say)
+            with self._lock:
+                self._thread = None
+                waiting, self._waiting = list(self._waiting), deque()
+            _settle(waiting, exc)
 
     def _run(self) -> None:
         try:
@@ -113,6 +110,10 @@ class StoreThread:
                     _settle(round_, stored)
         finally:
             connection.close()
+            with self._lock:
+                # Ended by a bug rather than idleness: the next wake-up starts another.
+                if self._thread is threading.current_thread():
+                    self._thread = None
 
     def _next_round(self) -> list[Waiting]:
         """What is waiting (up to MAX_ROUND events), once there is any; [] once idle for
@@ -122,7 +123,7 @@ class StoreThread:
             while not round_:
                 while not self._waiting:
                     if not self._wake.wait(IDLE_CLOSE_SECONDS) and not self._waiting:
-                        self._running = False
+                        self._thread = None
                         return []
                 size = 0
                 while self._waiting and (not round_ or size + len(self._waiting[0][0]) <= MAX_ROUND):
@@ -160,6 +161,8 @@ def _answer(answers: Iterable[tuple[asyncio.Future[list[Event]], object]]) -> No
 
 
 _thread = StoreThread()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_thread._reset)
 
 
 async def submit(prepared: list[Prepared]) -> list[Event]:

@@ -8,10 +8,12 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 import redis.asyncio.client
@@ -372,6 +374,67 @@ async def test_a_failing_round_fails_every_coroutine_in_it_and_the_next_round_st
     assert [type(o) for o in outcomes] == [OperationalError] * 3
     assert calls == [3]
     assert (await asend_event(a, "again")).seq == 1
+
+
+async def test_a_store_thread_that_cannot_start_fails_the_round_and_the_next_starts(monkeypatch) -> None:
+    from events import group_commit
+
+    real_thread, attempts = threading.Thread, []
+
+    class FailingOnce(real_thread):
+        def start(self) -> None:
+            attempts.append(self.name)
+            if len(attempts) == 1:
+                raise RuntimeError("can't start new thread")
+            super().start()
+
+    for thread in _store_threads():  # a thread still running would take the round
+        await asyncio.to_thread(thread.join, 10)
+    assert _store_threads() == []
+    monkeypatch.setattr(group_commit.threading, "Thread", FailingOnce)
+    a = channel()
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        await asyncio.wait_for(asend_event(a, 1), 10)
+    assert (await asyncio.wait_for(asend_event(a, 2), 10)).seq == 1
+    assert attempts == ["events-store", "events-store"]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_forked_child_stores_through_a_store_thread_of_its_own() -> None:
+    """Forked while another thread held the store thread's lock (gunicorn --preload,
+    Celery prefork): the child gets a new lock, and its own thread."""
+    from events import group_commit
+
+    a = channel()
+    asyncio.run(asend_event(a, "parent"))
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with group_commit._thread._lock:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the child
+        try:
+            event = asyncio.run(asyncio.wait_for(asend_event(a, "child"), 10))
+            os._exit(0 if event.seq == 2 else 1)
+        finally:
+            os._exit(2)
+    release.set()
+    holder.join(10)
+    deadline = time.monotonic() + 30
+    while (status := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if status[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the child hung on the store thread's lock")
+    assert os.waitstatus_to_exitcode(status[1]) == 0
+    assert [row[2] for row in stored(a)] == ['"parent"', '"child"']
 
 
 # -- POST /events/ -------------------------------------------------------------------------
