@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 
@@ -53,6 +54,21 @@ class PlainHttpConsumer(AsyncHttpConsumer):  # type: ignore[misc]  # channels ha
             raise
         finally:
             await self.ended()
+
+    # AsyncConsumer.dispatch, and AsyncHttpConsumer.http_disconnect, first close the
+    # stale database connections of Django's one sync thread: a hop there for every
+    # message (a flood of stream set-ups or ends queues on that thread), and a context
+    # variable asgiref sets in the connection's task for its lifetime. Streams query on
+    # threads of their own, which look after their connections (events/db.py).
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def http_disconnect(self, message: dict[str, Any]) -> None:
+        await self.disconnect()
+        raise StopConsumer()
 
     def settle(self) -> None:
         """After each message handled (the request: the response is under way)."""
