@@ -74,9 +74,9 @@ CHECK_FAILED = "the server could not check this request; try again"
 SLOW_READER = "stream %s has %d bytes queued for a client that does not read; ending it"
 
 
-# The stream's own attributes, in slots: each open stream holds one consumer for its
-# lifetime, and the instance dict Channels' classes give it would grow past a resize
-# with these in it.
+# The stream's own attributes, and the two of Channels' it uses, in slots: each open
+# stream holds one consumer for its lifetime, and the instance dict Channels' classes
+# give it would grow past a resize with these in it.
 STREAM_SLOTS = (
     "scope",
     "base_send",
