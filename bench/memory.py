@@ -13,7 +13,10 @@ innermost out, that is not the standard library (asyncio, functools, ...) says w
 code asked for the bytes: ours (events/, routing.py, site_config/), Channels, daphne,
 Twisted, asgiref, Django, the Redis client. Also: the lines that allocate the most,
 and the RSS per stream of the same traced process (tracemalloc's own bookkeeping
-inflates it; the benchmark's RSS case is the untraced figure).
+inflates it; the benchmark's RSS case is the untraced figure). And the peak: the most
+traced at any moment while the measured streams opened, per stream. RSS follows that
+peak rather than what the streams keep: what a flood of set-ups held at once and then
+freed stays with the process, for its allocator to reuse.
 
 Results: bench/results/memory.json and memory.md.
 """
@@ -98,9 +101,15 @@ def serve(argv: list[str]) -> None:
     def dump(signum: int, frame: Any) -> None:
         nonlocal count
         gc.collect()
+        # (traced now, the peak since the snapshot before).
+        traced = tracemalloc.get_traced_memory()
         snapshot = tracemalloc.take_snapshot()
         count += 1
         snapshot.dump(f"{out}.{count}")
+        del snapshot
+        gc.collect()
+        tracemalloc.reset_peak()  # a new peak from here, without the snapshot's own
+        Path(f"{out}.{count}.traced").write_text(json.dumps(traced))
         Path(f"{out}.{count}.done").write_text("")
 
     signal.signal(SNAPSHOT_SIGNAL, dump)
@@ -122,6 +131,12 @@ def snapshot(process: subprocess.Popen[bytes], out: Path, number: int) -> tracem
             raise RuntimeError("the server wrote no snapshot")
         time.sleep(0.2)
     return tracemalloc.Snapshot.load(f"{out}.{number}")
+
+
+def _traced(out: Path, number: int) -> tuple[int, int]:
+    """(traced now, the peak since the snapshot before) at snapshot `number`."""
+    now, peak = json.loads(Path(f"{out}.{number}.traced").read_text())
+    return int(now), int(peak)
 
 
 def breakdown(
@@ -188,6 +203,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {row['owner']} | {row['bytes']:,.0f} | {row['blocks']:.1f} |")
     lines.append(f"| **total traced** | **{result['total']:,.0f}** | |")
     lines.append(f"| RSS delta per stream (traced process) | {result['rss_per_stream']:,.0f} | |")
+    if "peak_per_stream" in result:
+        lines.append(f"| peak traced per stream while they opened | {result['peak_per_stream']:,.0f} | |")
     lines += [
         "",
         "| owner | where (owner's frame) | innermost frame | bytes/stream | blocks/stream | line |",
@@ -293,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             frames=args.frames,
             open_seconds=opened["seconds"],
             rss_per_stream=(rss1 - rss0) / args.streams,
+            peak_per_stream=(_traced(snapshots, 2)[1] - _traced(snapshots, 1)[0]) / args.streams,
         )
     finally:
         for loader in loaders:

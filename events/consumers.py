@@ -74,10 +74,12 @@ CHECK_FAILED = "the server could not check this request; try again"
 SLOW_READER = "stream %s has %d bytes queued for a client that does not read; ending it"
 
 
-# The stream's own attributes, in slots: each open stream holds one consumer for its
-# lifetime, and the instance dict Channels' classes give it would grow past a resize
-# with these in it.
+# The stream's own attributes, and the two of Channels' it uses, in slots: each open
+# stream holds one consumer for its lifetime, and the instance dict Channels' classes
+# give it would grow past a resize with these in it.
 STREAM_SLOTS = (
+    "scope",
+    "base_send",
     "phase",
     "channels",
     "positions",
@@ -94,8 +96,10 @@ STREAM_SLOTS = (
 class EventStreamConsumer(PlainHttpConsumer):
     __slots__ = STREAM_SLOTS
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self) -> None:
+        # AsyncHttpConsumer.__init__ is not called: the body list it makes is for its
+        # http_request, which this class replaces.
+
         # Set only on streams whose access may end while open.
         self._watch: AccessWatch | None = None
         self.phase = CHECKING
@@ -272,18 +276,21 @@ class EventStreamConsumer(PlainHttpConsumer):
         headers = rejection.headers(rejection.request_origin(self.scope.get("headers")), refusal.retry_after)
         await self.send_response(refusal.status, rejection.body(refusal.reason), headers=headers)
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        except asyncio.CancelledError:
-            # daphne cancels every application at shutdown (SIGTERM).
-            if self.phase is REPLAYING or self.phase is LIVE:
-                await shutdown.end_stream(self, self.transport)
-            raise
-        finally:
-            # Also when daphne cancels us (at shutdown, or outliving the connection).
-            if self._watch is not None:
-                self._watch.stop()
-            if self.ticket is not None:
-                self.ticket.release()
-            await self._close("error")  # counted once: any reason given before stands
+    def settle(self) -> None:
+        # Once the stream is open, only the access watch still reads the scope (to ask
+        # the policy again); otherwise nothing keeps it for the stream's lifetime.
+        if self.phase is not CLOSED and self._watch is None:
+            self.scope = None
+
+    async def cancelled(self) -> None:
+        # daphne cancels every application at shutdown (SIGTERM).
+        if self.phase is REPLAYING or self.phase is LIVE:
+            await shutdown.end_stream(self, self.transport)
+
+    async def ended(self) -> None:
+        # Also when daphne cancels us (at shutdown, or outliving the connection).
+        if self._watch is not None:
+            self._watch.stop()
+        if self.ticket is not None:
+            self.ticket.release()
+        await self._close("error")  # counted once: any reason given before stands

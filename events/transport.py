@@ -9,20 +9,51 @@ That buffer is where a slow client's data queues, so that is what a stream measu
 hands the application is `functools.partial(server.handle_reply, request)`; the ASGI
 wrapper (events/asgi.py) keeps it in the scope under SERVER_SEND_KEY.
 
+Once a stream's request is read, the connection keeps only what the rest of its life
+needs (request_read(), start_direct()): daphne's per-request asyncio.Queue gives way
+to a Disconnect, and the request and response headers Twisted and daphne hold are
+released (ARCHITECTURE.md, "Performance notes").
+
 Under any other ASGI server, transport_for() answers an AsgiTransport: every chunk goes
-through the ASGI send, nothing is measured, no bound applies here, and nothing is
-aborted (the response is ended instead).
+through the ASGI send, nothing is measured, no bound applies here, nothing is aborted
+(the response is ended instead), and request_read() changes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+from collections.abc import Awaitable, Callable
 from typing import IO, Any, cast
 
 SERVER_SEND_KEY = "events.server_send"
 # How often drain() looks whether the kernel has taken what is queued.
 DRAIN_POLL_SECONDS = 0.01
+# Request headers Twisted's access log line still reads when the response finishes.
+LOGGED_HEADERS = (b"referer", b"user-agent", b"x-forwarded-for")
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+
+class Disconnect(asyncio.Future[dict[str, Any]]):
+    """Stands in for daphne's per-request asyncio.Queue once the request is read.
+
+    After the request's body, daphne only ever puts {"type": "http.disconnect"} on that
+    queue (when the connection is lost, or the response finished), once or twice, and
+    tests it for truth first. A future holding the first such message does the same
+    for a fraction of the queue's memory (four deques); calling it, as ASGI's
+    `receive`, answers the future itself."""
+
+    __slots__ = ()
+
+    def put_nowait(self, message: dict[str, Any]) -> None:
+        # The second disconnect (finished, then lost) or one after a cancellation: dropped.
+        if not self.done():
+            self.set_result(message)
+
+    def __call__(self) -> Disconnect:
+        return self
 
 
 class AsgiTransport:
@@ -65,9 +96,13 @@ class TwistedTransport:
     def start_direct(self) -> None:
         """Call once the response's first body bytes are out: from then on a chunk may
         go straight to the socket (not under TLS, nor for a response not chunked)."""
+        request = self._server_send.args[0]
+        if getattr(request, "startedWriting", False):
+            # Twisted wrote the response headers with the first body bytes and reads
+            # them no more.
+            request.responseHeaders = type(request.responseHeaders)()
         if getattr(self.tcp, "socket", None) is None or getattr(self.tcp, "TLS", True):
             return
-        request = self._server_send.args[0]
         self._request = request if getattr(request, "chunked", False) else None
 
     def write(self, data: bytes) -> bool:
@@ -149,6 +184,41 @@ def transport_for(scope: dict[str, Any]) -> Transport:
     if tcp is None or not hasattr(tcp, "dataBuffer"):
         return ASGI_ONLY
     return TwistedTransport(tcp, server_send)
+
+
+def request_read(send: Any, receive: Receive) -> Receive:
+    """Call once the request, head and body, is read, with the server's `send` and
+    `receive`: the connection lets go of what it no longer needs, and the answer is the
+    `receive` to wait on from now on, for the end of the connection alone.
+
+    Under daphne, as long as nothing else is queued (a client gone already), that is a
+    Disconnect put in place of daphne's queue; the caller must then drop the `receive`
+    it had, whose bound method keeps that queue alive. Twisted keeps of the request
+    headers those its access log line reads at finish(), daphne none (it reads its copy,
+    the scope's list, only to build the scope). Elsewhere `receive` itself."""
+    request = _daphne_request(send)
+    queue = getattr(request, "application_queue", None)
+    if not isinstance(queue, asyncio.Queue):
+        return receive
+    nothing_queued = queue.empty()
+    if getattr(receive, "__self__", None) is not queue:
+        return receive  # wrapped: the wrapper would keep the queue anyway
+    if nothing_queued:
+        receive = request.application_queue = Disconnect()
+    headers = request.requestHeaders
+    kept = type(headers)()
+    for name in LOGGED_HEADERS:
+        values = headers.getRawHeaders(name)
+        if values is not None:
+            kept.setRawHeaders(name, values)
+    request.requestHeaders = kept
+    request.clean_headers = None
+    # Its attributes are about to outgrow the instance dict CPython shares between the
+    # instances of a class, which then becomes a table sized for three times as many:
+    # a dict sized for them now, with room for those to come, takes half the memory.
+    with contextlib.suppress(AttributeError, TypeError):  # not a plain class instance
+        request.__dict__ = dict(request.__dict__)
+    return receive
 
 
 def buffered_body(send: Any) -> IO[bytes] | None:

@@ -332,3 +332,19 @@ async def test_concurrent_opens_of_a_new_channel_all_go_live(settings) -> None:
     results = await asyncio.gather(*(s.events(1) for s in streams))
     assert all([e["data"] for e in r] == ['"fan-out"'] for r in results)
     await asyncio.gather(*(s.close() for s in streams))
+
+
+async def test_a_stream_never_waits_for_djangos_sync_thread(monkeypatch) -> None:
+    """Channels closes that thread's stale database connections before every message
+    (through a hop onto it); a stream's queries run on threads of their own."""
+    hops: list[str] = []
+
+    async def hop() -> None:
+        hops.append("hop")
+
+    monkeypatch.setattr("channels.consumer.aclose_old_connections", hop)
+    monkeypatch.setattr("channels.generic.http.aclose_old_connections", hop)
+    stream = await open_stream(f"/events/{channel()}/")
+    await live(stream)
+    await stream.close()
+    assert hops == []

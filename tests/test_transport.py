@@ -1,14 +1,26 @@
 """events/transport.py: the fallback for ASGI servers other than daphne, and the daphne
 adapter against stand-ins with the Twisted attributes it reads (the e2e tests run it
-under a real daphne)."""
+under a real daphne; tests/test_daphne_connection.py runs request_read() with daphne's
+and Twisted's own request and protocol classes)."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import io
 from types import SimpleNamespace
 
-from events.transport import ASGI_ONLY, SERVER_SEND_KEY, TwistedTransport, buffered_body, transport_for
+from twisted.web.http_headers import Headers
+
+from events.transport import (
+    ASGI_ONLY,
+    SERVER_SEND_KEY,
+    Disconnect,
+    TwistedTransport,
+    buffered_body,
+    request_read,
+    transport_for,
+)
 
 
 class Socket:
@@ -146,3 +158,72 @@ def test_an_empty_chunk_never_goes_to_the_socket() -> None:
     transport.start_direct()
     assert transport.write(b"") is False
     assert tcp.socket.sent == b""
+
+
+async def test_other_servers_keep_their_receive() -> None:
+    async def receive() -> dict:
+        return {"type": "http.disconnect"}
+
+    for send in (lambda message: None, functools.partial(print, SimpleNamespace())):
+        assert request_read(send, receive) is receive
+
+
+def read_request(queue: asyncio.Queue, receive=None) -> SimpleNamespace:
+    """request_read() on a stand-in for daphne's request, with daphne's `receive`."""
+    tcp = TCP()
+    send, request = daphne_send(tcp)
+    request.application_queue = queue
+    request.requestHeaders = Headers({b"Referer": [b"r"], b"Cookie": [b"c"], b"Host": [b"h"]})
+    request.responseHeaders = Headers({b"Content-Type": [b"text/event-stream"]})
+    request.clean_headers = [(b"host", b"h")]
+    request.startedWriting = False
+    returned = request_read(send, receive or queue.get)
+    return SimpleNamespace(request=request, receive=returned, transport=TwistedTransport(tcp, send))
+
+
+async def test_a_read_request_gets_its_disconnect_through_a_future_in_place_of_daphnes_queue() -> None:
+    read = read_request(asyncio.Queue())
+    disconnect = read.request.application_queue
+    assert isinstance(disconnect, Disconnect) and read.receive is disconnect
+    assert disconnect  # daphne tests it for truth before putting
+    disconnect.put_nowait({"type": "http.disconnect"})
+    disconnect.put_nowait({"type": "http.disconnect", "again": True})  # finished, then lost
+    assert await read.receive() == {"type": "http.disconnect"}
+    # Twisted's access log line reads the referer; daphne's copy went into the scope.
+    assert dict(read.request.requestHeaders.getAllRawHeaders()) == {b"Referer": [b"r"]}
+    assert read.request.clean_headers is None
+
+
+async def test_a_disconnect_after_a_cancellation_is_dropped() -> None:
+    disconnect = Disconnect()
+    waiter = asyncio.ensure_future(disconnect)  # as a Task waits on it
+    await asyncio.sleep(0)
+    waiter.cancel()
+    await asyncio.sleep(0)
+    disconnect.put_nowait({"type": "http.disconnect"})  # no InvalidStateError into daphne
+    assert disconnect.cancelled()
+
+
+async def test_a_disconnect_already_queued_stays_in_daphnes_queue() -> None:
+    queue: asyncio.Queue = asyncio.Queue()
+    queue.put_nowait({"type": "http.disconnect"})
+    read = read_request(queue)
+    assert read.request.application_queue is queue and read.receive == queue.get
+    assert await read.receive() == {"type": "http.disconnect"}
+
+
+async def test_a_wrapped_receive_is_left_as_it_is() -> None:
+    async def wrapped() -> dict:
+        return {"type": "http.disconnect"}
+
+    read = read_request(asyncio.Queue(), wrapped)
+    assert read.receive is wrapped and isinstance(read.request.application_queue, asyncio.Queue)
+
+
+async def test_the_response_headers_go_once_twisted_wrote_them() -> None:
+    read = read_request(asyncio.Queue())
+    read.transport.start_direct()
+    assert read.request.responseHeaders.hasHeader(b"content-type")  # not written yet
+    read.request.startedWriting = True
+    read.transport.start_direct()
+    assert list(read.request.responseHeaders.getAllRawHeaders()) == []

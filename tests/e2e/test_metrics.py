@@ -4,6 +4,8 @@ process answers the scrape counts the streams and deliveries of every other."""
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 import uuid
 
 import httpx
@@ -120,3 +122,47 @@ async def test_a_scrape_of_one_process_counts_every_process(server_env, tmp_path
         assert closed == {"client_gone": 2, "shutdown": 1}, closed
     finally:
         await close_all(subscribers, first, second)
+
+
+async def test_clients_that_go_away_are_noticed_and_their_streams_leave(server_env, tmp_path) -> None:
+    """Under daphne an open stream learns of its connection's end through what replaced
+    daphne's per-request queue (events/transport.py request_read()): a client that
+    closes, and one whose connection is reset, each end their stream at once, and
+    the hub goes on delivering to the stream left."""
+    env = {**server_env, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"), "EVENTS_METRICS_TOKEN": TOKEN}
+    server = Daphne(env).start()
+    name = channel("gone")
+    subscribers: list[Subscriber] = []
+    try:
+        for _ in range(3):
+            subscribers.append(await Subscriber(f"{server.url}/events/{name}/").__aenter__())
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(f"GET /events/{name}/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        await asyncio.wait_for(reader.readuntil(b":ok\n\n"), 10)
+        await wait_for(server, "events_streams_open", 4)
+
+        # A reset: SO_LINGER 0, so the close sends RST instead of FIN.
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+        await subscribers.pop().aclose()
+        await subscribers.pop().aclose()
+        samples = await wait_for(server, "events_streams_open", 1)
+        assert get(samples, "events_streams_closed_total", reason="client_gone") == 3
+
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            response = await client.post(
+                f"/events/{name}/",
+                json={"data": {"n": 1}},
+                headers={"Authorization": f"Bearer {env['EVENTS_PUBLISH_TOKEN']}"},
+            )
+            assert response.status_code == 201
+        [event] = await subscribers[0].wait_for(1)
+        assert event.json() == {"n": 1}
+        samples = await wait_for(server, "events_deliveries_total", 1)  # to the one stream left
+
+        await subscribers.pop().aclose()
+        samples = await wait_for(server, "events_streams_open", 0)
+        assert get(samples, "events_streams_closed_total", reason="client_gone") == 4
+    finally:
+        await close_all(subscribers, server)
