@@ -16,10 +16,13 @@ the upload size limit, error pages) is unchanged.
 One difference: with CONN_MAX_AGE = 0, Django would open and close a database connection
 for every request. Django advises 0 under ASGI because its sync views run each request
 on a thread of its own, where a kept connection would never be used again; these threads
-live as long as the process, as a WSGI server's do, so each keeps its connection for
-KEEP_CONNECTION_SECONDS after its last request (a connection that failed is still closed
-at once; a SQLite connection whose file is no longer at its path is closed before the
-next request). A CONN_MAX_AGE above 0, or None, is used as it is.
+live as long as the process, as a WSGI server's do, so each keeps its connection until
+one of its requests finds it idle for over KEEP_CONNECTION_SECONDS. A kept connection is
+checked before its first query of each request (Django's CONN_HEALTH_CHECKS, turned on
+for it), so one that a database restart broke is replaced rather than failing a POST; a
+SQLite connection whose file is no longer at its path is closed. A CONN_MAX_AGE above 0,
+or None, is used as it is, and so is Django's connection pool (a pooled connection goes
+back to the pool after each request).
 """
 
 from __future__ import annotations
@@ -55,8 +58,14 @@ def _keep_connections() -> None:
     (Django closes a connection once its close_at has passed)."""
     until = time.monotonic() + KEEP_CONNECTION_SECONDS
     for connection in connections.all(initialized_only=True):
-        if connection.connection is not None and connection.settings_dict.get("CONN_MAX_AGE") == 0:
+        settings = connection.settings_dict
+        if (
+            connection.connection is not None
+            and settings.get("CONN_MAX_AGE") == 0
+            and not (settings.get("OPTIONS") or {}).get("pool")
+        ):
             connection.close_at = until
+            vars(connection)["health_check_enabled"] = True  # Django's, set at connect
             if connection.vendor == "sqlite" and not hasattr(connection, _FILE_ATTR):
                 setattr(connection, _FILE_ATTR, _file_id(connection.settings_dict["NAME"]))
 

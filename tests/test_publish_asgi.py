@@ -3,6 +3,7 @@ handling in one thread hop, with a database connection kept by the publishing th
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -71,3 +72,34 @@ async def test_a_connection_past_its_time_is_replaced(settings, opened, monkeypa
         assert status == 201
     # Kept for no time at all: Django's own per-request connect and close.
     assert len(opened) == 2 * THREADS
+
+
+async def test_a_broken_kept_connection_is_replaced_before_it_fails_a_post(settings, opened) -> None:
+    """The server ends the publishing threads' kept connections (as a restart would):
+    the next request's health check replaces each, and every POST is stored."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("a SQLite connection has no server to lose")
+    application = build_application(get_asgi_application())
+    a = channel()
+    for n in range(2 * THREADS):
+        assert (await post(application, f"/events/{a}/", {"data": n}))[0] == 201
+
+    def end_other_backends() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            return cursor.fetchone()[0]
+
+    assert await asyncio.to_thread(end_other_backends) >= 1
+    answers = [await post(application, f"/events/{a}/", {"data": n}) for n in range(2 * THREADS)]
+    assert [status for status, _ in answers] == [201] * (2 * THREADS)
+
+    def count() -> int:
+        connection.close()  # this thread's was ended too
+        return Event.objects.filter(channel=a).count()
+
+    assert await asyncio.to_thread(count) == 4 * THREADS
