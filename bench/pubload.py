@@ -65,7 +65,14 @@ class Subscriber:
 
     def wait(self, count: int, timeout: float) -> None:
         """Until `count` events have arrived (or `timeout`), then what arrived."""
-        out, _ = self.process.communicate(json.dumps({"count": count, "timeout": timeout}) + "\n")
+        try:
+            out, _ = self.process.communicate(
+                json.dumps({"count": count, "timeout": timeout}) + "\n", timeout=timeout + 30
+            )
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
         self.arrivals = [tuple(row) for row in json.loads(out)]
 
 
@@ -93,7 +100,9 @@ def listen(channel: str) -> None:
     told: dict[str, float] = {}
 
     def read_stdin() -> None:
-        told.update(json.loads(sys.stdin.readline()))
+        line = sys.stdin.readline()
+        # End of input without a line: the parent is gone; stop at once.
+        told.update(json.loads(line) if line else {"count": 0, "timeout": 0})
 
     threading.Thread(target=read_stdin, daemon=True).start()
     print("subscribed", flush=True)
