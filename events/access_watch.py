@@ -70,6 +70,12 @@ class AccessWatch:
         watch._arm_check()
         return watch
 
+    @property
+    def reads_scope(self) -> bool:
+        """Whether it asks the policy again (with the stream's scope) while it runs; a
+        token's watch only waits for its expiry."""
+        return self._session is not None
+
     def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()

@@ -277,9 +277,9 @@ class EventStreamConsumer(PlainHttpConsumer):
         await self.send_response(refusal.status, rejection.body(refusal.reason), headers=headers)
 
     def settle(self) -> None:
-        # Once the stream is open, only the access watch still reads the scope (to ask
-        # the policy again); otherwise nothing keeps it for the stream's lifetime.
-        if self.phase is not CLOSED and self._watch is None:
+        # Once the stream is open, only an access watch that asks the policy again reads
+        # the scope; otherwise nothing keeps it for the stream's lifetime.
+        if self.phase is not CLOSED and (self._watch is None or not self._watch.reads_scope):
             self.scope = None
 
     async def cancelled(self) -> None:

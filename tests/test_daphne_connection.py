@@ -179,6 +179,19 @@ async def test_an_open_stream_keeps_no_scope_nor_headers_but_those_of_the_access
     await connection.ended()
 
 
+async def test_a_token_stream_keeps_no_scope_and_still_ends_when_the_token_does() -> None:
+    """Its watch only waits for the token's expiry: it never reads the scope."""
+    from events.tokens import make_token
+
+    name = channel()
+    token = make_token([name], ttl=3)
+    connection, stream = await live_stream(f"/events/{name}/?token={token}")
+    assert stream.scope is None
+    await connection.ended()
+    assert stream.end_reason == "token_expired"
+    assert b"event: token-expired" in connection.tcp.value()
+
+
 async def test_a_stream_whose_access_is_watched_keeps_its_scope_for_the_checks(settings) -> None:
     """The read policy is asked again with the session cookie of the scope."""
     settings.EVENTS_REAUTH_SECONDS = 0.3
