@@ -122,6 +122,11 @@ class PresenceWriter:
                 self._failing = True
             else:
                 self._failing = False
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # A cancel the Redis client turned into an error (caught above) is still
+                # a cancel: the hub's aclose() would otherwise wait out its timeout.
+                raise asyncio.CancelledError
             await asyncio.sleep(COALESCE_SECONDS)
 
     async def write(self) -> None:

@@ -106,6 +106,30 @@ async def test_writers_are_summed_per_channel_with_a_ttl(settings) -> None:
     assert ours([a, b]) == {}
 
 
+async def test_a_cancel_the_redis_client_turns_into_an_error_still_ends_the_writer(monkeypatch) -> None:
+    """Cancelled while writing, a Redis client may raise its own error instead of the
+    cancel: the writer stops all the same (the hub's aclose() waits for it)."""
+    a = channel()
+    writer = presence.PresenceWriter(hub_like(**{a: 1}))
+    writing = asyncio.Event()
+
+    async def write() -> None:
+        writing.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            raise redis.exceptions.ConnectionError("Connection closed by server") from None
+
+    monkeypatch.setattr(writer, "write", write)
+    task = asyncio.create_task(writer.run())
+    writer.changed()
+    await asyncio.wait_for(writing.wait(), 10)
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=10)
+    assert done == {task} and task.cancelled()
+    await writer.aclose()
+
+
 async def test_a_hub_without_streams_leaves_no_key() -> None:
     a = channel()
     hub = hub_like(**{a: 1})
