@@ -407,20 +407,29 @@ def test_a_list_in_a_transaction_trims_at_its_commit(settings) -> None:
     assert [row[0] for row in stored(name)] == list(range(11, 31))
 
 
-def test_a_failed_trim_is_made_up_by_the_next(settings, monkeypatch) -> None:
+@pytest.fixture
+def trim_fails_once(monkeypatch):
+    """store.trim raises the given error on its first call, then trims as usual."""
     from events import store
 
+    def install(error: Exception) -> None:
+        real_trim, calls = store.trim, []
+
+        def failing_once(*args, **kwargs):
+            calls.append(args)
+            if len(calls) == 1:
+                raise error
+            return real_trim(*args, **kwargs)
+
+        monkeypatch.setattr(store, "trim", failing_once)
+
+    return install
+
+
+def test_a_failed_trim_is_made_up_by_the_next(settings, trim_fails_once) -> None:
     settings.EVENTS_HISTORY_PER_CHANNEL = 20
     name = channel()
-    real_trim, calls = store.trim, []
-
-    def failing_once(*args, **kwargs):
-        calls.append(args)
-        if len(calls) == 1:
-            raise RuntimeError("the database went away")
-        return real_trim(*args, **kwargs)
-
-    monkeypatch.setattr(store, "trim", failing_once)
+    trim_fails_once(RuntimeError("the database went away"))
     for n in range(22):
         send_event(name, n)
     assert [row[0] for row in stored(name)][0] == 1  # seq 22's trim failed
@@ -462,22 +471,12 @@ def test_events_sent_without_their_trim_leave_no_hole(settings) -> None:
     assert [row[0] for row in stored(name)] == list(range(51, 71))
 
 
-def test_a_list_whose_trim_fails_is_stored_and_the_next_trims(settings, monkeypatch, caplog) -> None:
+def test_a_list_whose_trim_fails_is_stored_and_the_next_trims(settings, trim_fails_once, caplog) -> None:
     from django.db import DatabaseError
-
-    from events import store
 
     settings.EVENTS_HISTORY_PER_CHANNEL = 20
     name = channel()
-    real_trim, calls = store.trim, []
-
-    def failing_once(*args, **kwargs):
-        calls.append(args)
-        if len(calls) == 1:
-            raise DatabaseError("canceling statement due to lock timeout")
-        return real_trim(*args, **kwargs)
-
-    monkeypatch.setattr(store, "trim", failing_once)
+    trim_fails_once(DatabaseError("canceling statement due to lock timeout"))
     events = send_events([{"channel": name, "data": n} for n in range(30)])
     assert [e.seq for e in events] == list(range(1, 31))
     assert len(stored(name)) == 30  # stored, untrimmed
