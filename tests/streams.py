@@ -110,8 +110,15 @@ class Stream:
         return [f for f in frames if "data" in f]
 
     async def close(self) -> None:
+        """What daphne does once the client is gone or the response is finished (the
+        server ended it): http.disconnect. The application must then end."""
         await self.communicator.send_input({"type": "http.disconnect"})
-        await self.communicator.wait(5)
+        application = self.communicator.future
+        try:
+            await asyncio.wait_for(asyncio.shield(application), 5)
+        except TimeoutError:
+            await self.communicator.wait(0)  # cancels it
+            raise AssertionError("the application did not end after http.disconnect") from None
 
 
 async def open_stream(

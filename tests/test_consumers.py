@@ -212,7 +212,7 @@ async def test_a_stream_opened_with_a_token_ends_when_the_token_expires() -> Non
     last = parse_frames(stream.buffer)[-1]
     assert set(last) == {"event", "data"}  # no id: the client's position stays put
     assert (last["event"], json.loads(last["data"])) == ("token-expired", {"channels": [name]})
-    await stream.communicator.wait(5)
+    await stream.close()
     assert not get_hub().streams
     # Coming back with the same token is refused.
     again = await open_stream("/events/", f"channel={name}&token={token}".encode())

@@ -50,7 +50,7 @@ async def test_a_gap_that_was_trimmed_ends_the_stream_and_resume_is_reset() -> N
     # Ended without delivering what is left after the hole (26..31): the client must
     # learn of the hole through a stream-reset, not skip it.
     assert b"data:" not in stream.buffer
-    await stream.communicator.wait(5)
+    await stream.close()
 
     again = await Stream(
         application, f"/events/{name}/", headers=[(b"last-event-id", f"{name}:0".encode())]
@@ -70,7 +70,7 @@ async def test_a_gap_trimmed_entirely_ends_the_stream_too() -> None:
     await asend_event(name, "after the gap")  # seq 11
     await read_until_ended(stream)
     assert b"data:" not in stream.buffer
-    await stream.communicator.wait(5)
+    await stream.close()
 
 
 async def test_live_frames_held_during_a_replay_are_bounded_in_bytes(settings) -> None:

@@ -347,7 +347,7 @@ async def test_token_expiry_is_a_close_reason() -> None:
     deadline = loop.time() + 6
     while not stream.ended:
         await stream.read_chunk(timeout=max(0.01, deadline - loop.time()))
-    await stream.communicator.wait(5)
+    await stream.close()
     assert delta.of("events_streams_closed_total", reason="token_expired") == 1
     assert delta.of("events_streams_open") == 0
 
@@ -382,7 +382,7 @@ async def test_a_lost_layer_is_counted_and_shown_as_the_hubs_state(monkeypatch, 
     deadline = loop.time() + 10
     while not stream.ended:
         await stream.read_chunk(timeout=max(0.01, deadline - loop.time()))
-    await stream.communicator.wait(5)
+    await stream.close()
     assert delta.of("events_layer_lost_total") == 1
     assert delta.of("events_streams_closed_total", reason="layer_lost") == 1
     assert delta.of("events_hubs", layer="lost") == 1
