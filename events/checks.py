@@ -85,13 +85,13 @@ def _policy(name: str, check_id: str) -> list[Error]:
     return []
 
 
-def _non_negative_integer(name: str, check_id: str) -> list[Error]:
+def _non_negative_integer(name: str, check_id: str, hint: str = "0 turns the limit off.") -> list[Error]:
     value = get(name)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         return [
             Error(
                 f"{name} must be a non-negative integer, not {value!r}.",
-                hint="0 turns the limit off.",
+                hint=hint,
                 id=check_id,
             )
         ]
@@ -146,6 +146,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     errors: list[Error] = []
     errors += _positive_number("EVENTS_HEARTBEAT_SECONDS", "events.E001", integer=False)
     errors += _positive_number("EVENTS_RETRY_MS", "events.E002", integer=True)
+    errors += _non_negative_integer(
+        "EVENTS_SHUTDOWN_RETRY_SPREAD_MS", "events.E024", hint="0: every client is told EVENTS_RETRY_MS."
+    )
     errors += _positive_number("EVENTS_HISTORY_PER_CHANNEL", "events.E003", integer=True)
     errors += _positive_number("EVENTS_MAX_CHANNELS_PER_STREAM", "events.E004", integer=True)
     errors += _positive_number("EVENTS_MAX_PAYLOAD_BYTES", "events.E005", integer=True)

@@ -15,6 +15,9 @@ from django.conf import settings
 DEFAULTS: dict[str, Any] = {
     "EVENTS_HEARTBEAT_SECONDS": 15.0,
     "EVENTS_RETRY_MS": 3000,
+    # At shutdown, streams are told to come back after EVENTS_RETRY_MS plus up to this
+    # much, at random (events/shutdown.py): a restart's clients do not all return at once.
+    "EVENTS_SHUTDOWN_RETRY_SPREAD_MS": 10_000,
     "EVENTS_HISTORY_PER_CHANNEL": 1000,
     "EVENTS_MAX_CHANNELS_PER_STREAM": 10,
     "EVENTS_MAX_PAYLOAD_BYTES": 64 * 1024,
@@ -69,6 +72,10 @@ class Settings:
     @property
     def retry_ms(self) -> int:
         return int(get("EVENTS_RETRY_MS"))
+
+    @property
+    def shutdown_retry_spread_ms(self) -> int:
+        return int(get("EVENTS_SHUTDOWN_RETRY_SPREAD_MS"))
 
     @property
     def history_per_channel(self) -> int:

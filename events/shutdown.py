@@ -19,8 +19,6 @@ from events.transport import Transport
 
 logger = logging.getLogger(__name__)
 
-# Clients are told to come back after EVENTS_RETRY_MS + up to this much, at random.
-RETRY_SPREAD_MS = 10_000
 # How long a stream waits at most for its last frame to leave.
 DRAIN_SECONDS = 2.0
 
@@ -32,7 +30,9 @@ class Closable(Protocol):
 
 
 async def end_stream(stream: Closable, transport: Transport) -> None:
-    retry = conf.retry_ms + random.randint(0, RETRY_SPREAD_MS)
+    # Spread at random (EVENTS_SHUTDOWN_RETRY_SPREAD_MS): thousands of clients of one
+    # process must not all come back in the same millisecond.
+    retry = conf.retry_ms + random.randint(0, conf.shutdown_retry_spread_ms)
     try:
         await stream.close_stream(final=sse.format_retry(retry), reason="shutdown")
         await transport.drain(DRAIN_SECONDS)

@@ -244,6 +244,9 @@ if os.environ.get("EVENTS_MAX_STREAMS_PER_PROCESS", "").strip():
     EVENTS_MAX_STREAMS_PER_PROCESS = _env_int("EVENTS_MAX_STREAMS_PER_PROCESS", 0)
 if os.environ.get("EVENTS_MAX_PENDING_SETUPS_PER_CLIENT"):
     EVENTS_MAX_PENDING_SETUPS_PER_CLIENT = _env_int("EVENTS_MAX_PENDING_SETUPS_PER_CLIENT", 0)
+if os.environ.get("EVENTS_SHUTDOWN_RETRY_SPREAD_MS", "").strip():
+    # Short in the browser tests that restart daphne, so that the page comes back soon.
+    EVENTS_SHUTDOWN_RETRY_SPREAD_MS = _env_int("EVENTS_SHUTDOWN_RETRY_SPREAD_MS", 0)
 if os.environ.get("EVENTS_PRESENCE_TTL_SECONDS"):
     # Short in the tests, so that a killed process's subscriber counts vanish quickly.
     EVENTS_PRESENCE_TTL_SECONDS = float(os.environ["EVENTS_PRESENCE_TTL_SECONDS"])

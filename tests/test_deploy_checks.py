@@ -68,15 +68,16 @@ def test_publish_token(settings, token, expected) -> None:
     assert ids(check_publish_token()) == expected
 
 
-PER_CLIENT_LIMITS = [
+NON_NEGATIVE_INTEGERS = [
     ("EVENTS_MAX_STREAMS_PER_CLIENT", "events.E012"),
     ("EVENTS_MAX_PENDING_SETUPS_PER_CLIENT", "events.E023"),
+    ("EVENTS_SHUTDOWN_RETRY_SPREAD_MS", "events.E024"),
 ]
 
 
 @pytest.mark.parametrize("value", [-1, "3", True, 1.5], ids=["negative", "string", "bool", "float"])
-@pytest.mark.parametrize(("name", "check_id"), PER_CLIENT_LIMITS)
-def test_per_client_limits_must_be_non_negative_ints(settings, name, check_id, value) -> None:
+@pytest.mark.parametrize(("name", "check_id"), NON_NEGATIVE_INTEGERS)
+def test_limits_and_the_retry_spread_must_be_non_negative_ints(settings, name, check_id, value) -> None:
     setattr(settings, name, value)
     assert ids(check_settings()) == [check_id]
 

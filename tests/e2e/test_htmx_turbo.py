@@ -32,7 +32,7 @@ from events.signals import broadcast_on_save
 from events.tokens import make_token
 from tests.e2e.browser import async_api
 from tests.e2e.npm import NpmMissing, install
-from tests.e2e.test_browser import wait_for_count
+from tests.e2e.test_browser import QUICK_RETURN, wait_for_count
 from tests.servers import ROOT, Daphne, free_port
 from tests.streams import channel
 
@@ -201,7 +201,7 @@ async def test_htmx_swaps_fragments_and_resumes_after_a_restart(context, server_
     """sse-swap on two event types, fragments from send_html on model saves, in order;
     after a daphne restart the extension's EventSource reconnects by itself, with
     Last-Event-ID, and what was saved meanwhile appears once."""
-    server = await asyncio.to_thread(Daphne(server_env, port=free_port()).start)
+    server = await asyncio.to_thread(Daphne({**server_env, **QUICK_RETURN}, port=free_port()).start)
     name = channel()
     try:
         with broadcasting(name, "e2e/order.html"):
@@ -228,7 +228,7 @@ async def test_htmx_swaps_fragments_and_resumes_after_a_restart(context, server_
             await set_status(bob, "shipped")
             await asyncio.to_thread(server.start)
 
-            # The server's retry (3 s, up to 13 s at shutdown), then the replay.
+            # The retry the server sent at shutdown, then the replay.
             assert await wait_for_texts(page, "#orders li", 3, timeout=45) == [
                 "<Ada> & co: new",
                 "Bob: new",
@@ -367,7 +367,7 @@ async def test_htmx_resumes_after_a_refused_reconnect(context, server_env, libs,
     """A 502 while daphne restarts: EventSource gives up, and the extension opens a new
     one. Without events/htmx-resume.js that one starts from "now" and what was sent
     meanwhile is lost (htmx-ext-sse 2.2.4); with it, it starts from the last id seen."""
-    server = await asyncio.to_thread(Daphne(server_env, port=free_port()).start)
+    server = await asyncio.to_thread(Daphne({**server_env, **QUICK_RETURN}, port=free_port()).start)
     name = channel()
     refusing: Refusing | None = None
     try:
