@@ -30,10 +30,10 @@ class Closable(Protocol):
 
 
 async def end_stream(stream: Closable, transport: Transport) -> None:
-    # Spread at random (EVENTS_SHUTDOWN_RETRY_SPREAD_MS): thousands of clients of one
-    # process must not all come back in the same millisecond.
-    retry = conf.retry_ms + random.randint(0, conf.shutdown_retry_spread_ms)
     try:
+        # Spread at random (EVENTS_SHUTDOWN_RETRY_SPREAD_MS): thousands of clients of one
+        # process must not all come back in the same millisecond.
+        retry = conf.retry_ms + random.randint(0, max(0, conf.shutdown_retry_spread_ms))
         await stream.close_stream(final=sse.format_retry(retry), reason="shutdown")
         await transport.drain(DRAIN_SECONDS)
     except Exception:

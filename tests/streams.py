@@ -117,7 +117,8 @@ class Stream:
         try:
             await asyncio.wait_for(asyncio.shield(application), 5)
         except TimeoutError:
-            await self.communicator.wait(0)  # cancels it
+            application.cancel()
+            await asyncio.wait({application}, timeout=5)
             raise AssertionError("the application did not end after http.disconnect") from None
 
 

@@ -53,7 +53,14 @@ def test_bench_smoke_delivers_every_event_exactly_once(tmp_path):
     # channel layer exactly once, and every HTTP publish was answered 201.
     rows = results["publishing"]
     labels = [row["label"] for row in rows]
-    for path in ("send_event", "asend_event, 10 coroutines", "send_events, lists of 100", "POST /events/"):
+    paths = (
+        "send_event (",
+        "asend_event, 10 coroutines",
+        "send_events, lists of 100",
+        "POST /events/<channel>/",
+        "POST /events/, lists of 100",
+    )
+    for path in paths:
         assert any(label.startswith(path) for label in labels), labels
     for row in rows:
         if "statuses" in row:

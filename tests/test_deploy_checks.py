@@ -82,6 +82,11 @@ def test_limits_and_the_retry_spread_must_be_non_negative_ints(settings, name, c
     assert ids(check_settings()) == [check_id]
 
 
+def test_no_retry_spread_is_allowed(settings) -> None:
+    settings.EVENTS_SHUTDOWN_RETRY_SPREAD_MS = 0
+    assert ids(check_settings()) == []
+
+
 def test_check_deploy_is_clean_with_production_environment() -> None:
     """Everything --deploy asks for is driven by documented environment variables."""
     env = {

@@ -23,6 +23,7 @@ from channels.layers import channel_layers
 from django.conf import settings as django_settings
 
 from events import broadcaster, send_event, store
+from events.conf import DEFAULTS
 from tests.e2e.sse_client import ResumingClient, Subscriber
 from tests.servers import ROOT, Daphne, RedisServer
 from tests.streams import channel
@@ -255,6 +256,7 @@ async def _sigterm_ends_streams(daphne: Daphne) -> None:
         last = body.rstrip(b"\n").rsplit(b"\n\n", 1)[-1]
         assert last.startswith(b"retry: "), body[-80:]
         retries.append(int(last.split(b": ")[1]))
-    assert all(3000 <= r <= 13000 for r in retries)
+    retry, spread = DEFAULTS["EVENTS_RETRY_MS"], DEFAULTS["EVENTS_SHUTDOWN_RETRY_SPREAD_MS"]
+    assert all(retry <= r <= retry + spread for r in retries)
     assert len(set(retries)) > 1, "retry values are not spread"
     assert daphne.process.wait(timeout=15) == 0
