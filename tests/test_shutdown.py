@@ -7,6 +7,7 @@ import pytest
 
 from events import shutdown
 from events.transport import ASGI_ONLY
+from tests.streams import parse_frames
 
 
 class Ended:
@@ -20,10 +21,9 @@ class Ended:
 
 
 def retry_of(final: bytes) -> int:
-    (line,) = final.decode().strip().splitlines()
-    name, _, value = line.partition(": ")
-    assert name == "retry", final
-    return int(value)
+    (frame,) = parse_frames(final)
+    assert set(frame) == {"retry"}, final
+    return int(frame["retry"])
 
 
 async def end_many(count: int) -> list[int]:
